@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+SIM_PORT ?= 9000
+
+.PHONY: install run test check lint clean sim
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The proxy on 127.0.0.1:$(PORT), in front of $$UPSTREAM_BASE_URL, or of a local sim-upstream when unset.
+run: install
+	@if [ -n "$$UPSTREAM_BASE_URL" ]; then \
+		exec $(BIN)/refusal-guard serve --upstream "$$UPSTREAM_BASE_URL" --port $(PORT); \
+	else \
+		$(BIN)/refusal-guard sim-upstream --port $(SIM_PORT) & sim=$$!; \
+		trap "kill $$sim 2>/dev/null" EXIT INT TERM; \
+		$(BIN)/refusal-guard serve --upstream http://127.0.0.1:$(SIM_PORT)/v1 --port $(PORT); \
+	fi
+
+sim: install
+	$(BIN)/refusal-guard sim-upstream --port $(SIM_PORT)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check proxy detectors tests scripts
+	$(BIN)/ruff format --check proxy detectors tests scripts
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

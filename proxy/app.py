@@ -1,0 +1,186 @@
+"""The ASGI application: ``create_app(settings)`` wires upstreams, detector, metrics and routes.
+
+Dependencies are injected with production defaults, so tests pass their own registry, detector
+or upstreams; clients are built in the lifespan, not at import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from detectors import Detector, load_detector
+from proxy.auth import ClientAuth
+from proxy.classify import CLASSIFIED_ENDPOINTS, SideChannel
+from proxy.errors import MethodNotAllowed, ModelNotFound, NotFound, ProxyError
+from proxy.logs import logger
+from proxy.metrics import Metrics
+from proxy.middleware import RequestIdMiddleware
+from proxy.routing import Router
+from proxy.service import ProxyService, error_response
+from proxy.settings import Settings
+from proxy.upstream import OpenAIUpstream, Upstream
+
+
+def build_upstream(config) -> Upstream:  # type: ignore[no-untyped-def]
+    """An upstream client for one config entry; litellm is imported only for ``provider: litellm``."""
+    if config.provider == "litellm":
+        from proxy.litellm_upstream import LiteLLMUpstream
+
+        return LiteLLMUpstream(config)
+    return OpenAIUpstream(config, api_key=config.api_key())
+
+
+class Readiness:
+    """``/readyz``: every upstream answers. Cached briefly so probes do not hammer upstreams."""
+
+    def __init__(self, upstreams: Sequence[Upstream], ttl: float) -> None:
+        self._upstreams = upstreams
+        self._ttl = ttl
+        self._checked = -1e9
+        self._state: dict[str, bool] = {}
+
+    async def check(self) -> dict[str, bool]:
+        if time.monotonic() - self._checked > self._ttl:
+            self._state = {u.name: await u.ready() for u in self._upstreams}
+            self._checked = time.monotonic()
+        return self._state
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstreams: Sequence[Upstream] | None = None,
+    detector: Detector | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """Build the proxy app.
+
+    >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
+    >>> app.title
+    'refusal-guard'
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = Metrics(registry)
+    ups = list(upstreams) if upstreams is not None else [build_upstream(c) for c in settings.upstreams]
+    router = Router(ups)
+    side = SideChannel(
+        detector if detector is not None else load_detector(settings.detector),
+        metrics,
+        queue_size=settings.classify_queue_size,
+        batch_size=settings.classify_batch_size,
+    )
+    service = ProxyService(router, ClientAuth(settings.client_keys), side, metrics,
+                           max_body_bytes=settings.max_body_bytes)
+    readiness = Readiness(ups, settings.readiness_cache_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        side.start()
+        await _model_list(ups, router)  # learn the upstreams' own model names for metric labels
+        logger.info("started", upstreams=[u.name for u in ups], detector=side.detector.name,
+                    detector_version=side.detector.version)
+        try:
+            yield
+        finally:
+            await side.stop()
+            for u in ups:
+                await u.aclose()
+            logger.info("stopped")
+
+    app = FastAPI(title="refusal-guard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    app.state.side = side
+    app.state.metrics = metrics
+    app.state.settings = settings
+
+    @app.exception_handler(ProxyError)
+    async def _proxy_error(request: Request, exc: ProxyError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+        return error_response(NotFound(f"No route for {request.url.path}."))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled_error", path=request.url.path)
+        return error_response(ProxyError("The proxy failed to handle this request.", code="internal_error"))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        state = await readiness.check()
+        ok = bool(state) and all(state.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "upstreams": state}, status_code=200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        metrics.classification_queue_depth.set(side.pending)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def list_models(request: Request) -> Response:
+        service.auth.check(request.headers.get("authorization"), request.headers.get("api-key"))
+        return JSONResponse({"object": "list", "data": await _model_list(ups, router)})
+
+    async def get_model(request: Request) -> Response:
+        service.auth.check(request.headers.get("authorization"), request.headers.get("api-key"))
+        model_id = request.path_params["model"]
+        for m in await _model_list(ups, router):
+            if m["id"] == model_id:
+                return JSONResponse(m)
+        raise ModelNotFound(f"The model `{model_id[:200]}` does not exist or is not served here.", param="model")
+
+    def proxied(path: str):  # type: ignore[no-untyped-def]
+        async def endpoint(request: Request) -> Response:
+            return await service.forward(request, path)
+
+        return endpoint
+
+    async def passthrough(request: Request) -> Response:
+        path = request.path_params["path"]
+        if path in CLASSIFIED_ENDPOINTS:  # POST is routed above; nothing else is allowed there
+            raise MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+        return await service.forward(request, path)
+
+    add = app.router.add_route
+    add("/healthz", healthz, methods=["GET"])
+    add("/readyz", readyz, methods=["GET"])
+    add("/metrics", metrics_endpoint, methods=["GET"])
+    add("/v1/models", list_models, methods=["GET"])
+    add("/v1/models/{model:path}", get_model, methods=["GET"])
+    for path in ("chat/completions", "completions", "responses"):
+        add(f"/v1/{path}", proxied(path), methods=["POST"])
+    add("/v1/{path:path}", passthrough, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def _model_list(ups: Sequence[Upstream], router: Router) -> list[dict[str, object]]:
+    """Configured model names; for upstreams configured with globs, the upstream's own models that match.
+
+    What an upstream lists is also taught to the router, which then labels metrics by those names.
+    """
+    seen: dict[str, dict[str, object]] = {}
+    for u in ups:
+        exact = [m for m in u.config.models if not any(c in m for c in "*?[")]
+        for m in exact:
+            seen.setdefault(m, {"id": m, "object": "model", "created": 0, "owned_by": u.name})
+        if len(exact) < len(u.config.models) and isinstance(u, OpenAIUpstream):
+            listed = await u.list_models()
+            router.learn(u.name, (str(m["id"]) for m in listed if u.config.serves(str(m["id"]))))
+            for m in listed:
+                mid = str(m["id"])
+                if u.config.serves(mid):
+                    seen.setdefault(mid, {"id": mid, "object": "model", "created": m.get("created", 0),
+                                          "owned_by": m.get("owned_by", u.name)})
+    return list(seen.values())

@@ -1,0 +1,44 @@
+"""Client API keys: stored as SHA-256 digests, compared in constant time, never forwarded upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+from proxy.errors import Unauthorized
+from proxy.settings import ClientKey
+
+
+class ClientAuth:
+    """Checks the key a client presents (``Authorization: Bearer`` or ``api-key``) against the config.
+
+    With no keys configured every request is let in and the key id is ``None``.
+    """
+
+    def __init__(self, keys: Sequence[ClientKey]) -> None:
+        self._keys = [(k.id, bytes.fromhex(k.sha256)) for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def check(self, authorization: str | None, api_key: str | None) -> str | None:
+        """The id of the matching key; raises :class:`Unauthorized` otherwise."""
+        if not self._keys:
+            return None
+        presented = api_key
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                presented = value.strip()
+        if not presented:
+            raise Unauthorized("Missing API key. Send it as `Authorization: Bearer <key>`.")
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        found: str | None = None
+        for key_id, stored in self._keys:  # no early exit: the time taken does not depend on which key matched
+            if hmac.compare_digest(digest, stored):
+                found = key_id
+        if found is None:
+            raise Unauthorized("Incorrect API key provided.")
+        return found

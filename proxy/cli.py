@@ -1,0 +1,110 @@
+"""``refusal-guard``: the command line.
+
+    refusal-guard serve --upstream http://127.0.0.1:8000/v1 --port 8080
+    refusal-guard serve --config guard.yaml
+    refusal-guard sim-upstream --port 9000 --mode abliterated
+    echo '{"response": "I cannot help with that."}' | refusal-guard classify
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+    from proxy.settings import load_settings
+
+    try:
+        settings = load_settings(args.config, overrides={
+            "upstream": args.upstream, "upstream_api_key_env": args.upstream_api_key_env,
+            "host": args.host, "port": args.port, "detector": args.detector,
+        })
+    except (OSError, ValueError) as exc:
+        print(f"refusal-guard: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if not settings.upstreams:
+        print("refusal-guard: no upstream configured; pass --upstream URL or --config FILE", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=30)
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.sim.app import create_sim_app
+
+    app = create_sim_app(args.mode, chunk_delay=args.chunk_delay, models=tuple(args.model or ["sim-model"]))
+    print(f"sim-upstream: mode={args.mode} on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    """JSONL in (``response`` required, ``prompt`` optional), one JSONL verdict out per line, in order."""
+    from detectors import load_detector
+
+    detector = load_detector(args.detector)
+    out = sys.stdout.buffer
+    for n, line in enumerate(sys.stdin.buffer, 1):
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("response"), str):
+                raise ValueError("each line must be a JSON object with a string `response`")
+            prompt = item.get("prompt")
+            v = detector.classify(item["response"], prompt if isinstance(prompt, str) else None)
+            row: dict[str, object] = {"label": v.label, "refused": v.refused, "score": round(v.score, 4)}
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            row = {"error": {"line": n, "message": str(exc)}}
+        out.write(orjson.dumps(row) + b"\n")
+        out.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the proxy")
+    s.add_argument("--config", help="YAML config file (default: $REFUSAL_GUARD_CONFIG)")
+    s.add_argument("--upstream", help="one OpenAI-compatible upstream base URL, e.g. http://127.0.0.1:8000/v1")
+    s.add_argument("--upstream-api-key-env", help="name of the env var that holds that upstream's API key")
+    s.add_argument("--host", help="listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="listen port (default 8080)")
+    s.add_argument("--detector", help="refusal detector (default: pattern)")
+    s.set_defaults(func=_serve)
+
+    m = sub.add_parser("sim-upstream", help="run the reference upstream that replays real model answers")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=9000)
+    m.add_argument("--mode", choices=["safe", "abliterated", "overrefusal"], default="safe")
+    m.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
+    m.add_argument("--model", action="append", help="model id to list in /v1/models (repeatable)")
+    m.set_defaults(func=_sim)
+
+    c = sub.add_parser("classify", help="classify JSONL responses from stdin")
+    c.add_argument("--detector", default="pattern")
+    c.set_defaults(func=_classify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

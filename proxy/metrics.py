@@ -1,0 +1,82 @@
+"""Every metric the proxy exports, defined in one place and bound to one registry.
+
+Label values come from bounded sets only: ``model`` is a model name or pattern from the config
+(or ``UNROUTED`` for requests that never reached an upstream), ``upstream`` a configured upstream
+name (or ``NO_UPSTREAM``), ``verdict`` one of three labels, ``traffic`` production or canary,
+``kind`` one of :data:`UPSTREAM_ERROR_KINDS`, ``code`` an HTTP status code.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+UNROUTED = "unrouted"
+NO_UPSTREAM = "none"
+TRAFFIC = ("production", "canary")
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "read", "protocol", "status_4xx", "status_5xx", "stream_interrupted")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Metrics:
+    """The proxy's metrics. Build one per app; tests pass their own ``CollectorRegistry``.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> r = CollectorRegistry(); m = Metrics(r)
+    >>> m.detector_errors.inc(); r.get_sample_value("refusal_guard_detector_errors_total")
+    1.0
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.responses = Counter(
+            "refusal_guard_responses_total",
+            "Classified responses, by verdict.",
+            ["model", "upstream", "traffic", "verdict"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "refusal_guard_requests_total",
+            "Requests answered by the proxy, by HTTP status code.",
+            ["model", "upstream", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "refusal_guard_request_duration_seconds",
+            "Time from request received to last byte sent.",
+            ["model", "upstream", "stream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "refusal_guard_overhead_seconds",
+            "Time spent in the proxy itself: the request's duration less the time waiting on the upstream.",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "refusal_guard_upstream_errors_total",
+            "Upstream failures, by kind.",
+            ["upstream", "kind"],
+            registry=registry,
+        )
+        self.detector_errors = Counter(
+            "refusal_guard_detector_errors_total",
+            "Responses whose classification failed (the response itself was not affected).",
+            registry=registry,
+        )
+        self.classification_shed = Counter(
+            "refusal_guard_classification_shed_total",
+            "Responses left unclassified because the classification queue was full.",
+            registry=registry,
+        )
+        self.classification_queue_depth = Gauge(
+            "refusal_guard_classification_queue_depth",
+            "Responses waiting for classification.",
+            registry=registry,
+        )
+
+    def upstream_error(self, upstream: str, kind: str) -> None:
+        assert kind in UPSTREAM_ERROR_KINDS, kind
+        self.upstream_errors.labels(upstream, kind).inc()

@@ -1,0 +1,154 @@
+"""ASGI responses that relay an upstream's answer and report back once the client has it.
+
+``BodyRelay`` sends a complete body; ``StreamRelay`` forwards each upstream chunk the moment it
+arrives (no buffering) while keeping a copy for the classifier. Both call ``on_sent`` after the
+last byte left, which is where metrics, logging and classification hook in, off the hot path.
+A client that disconnects cancels the upstream request (see :class:`DisconnectWatch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from proxy.errors import error_body
+from proxy.upstream import UpstreamResponse, UpstreamStreamError
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the client received, for the side channel."""
+
+    status: int
+    body: bytes
+    upstream_wait: float
+    truncated: bool = False
+    error: str | None = None
+    error_kind: str | None = None
+    disconnected: bool = False
+
+
+OnSent = Callable[[Outcome], None]
+
+
+class DisconnectWatch:
+    """Cancel the current task when the client disconnects; swallow that cancellation on exit.
+
+    Used after the request body has been read: the ASGI ``receive`` then only ever yields
+    ``http.disconnect``.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.disconnected = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DisconnectWatch:
+        task = asyncio.current_task()
+        assert task is not None
+
+        async def watch() -> None:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    task.cancel()
+                    return
+
+        self._watcher = asyncio.get_running_loop().create_task(watch())
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        assert self._watcher is not None
+        self._watcher.cancel()
+        if self.disconnected and et is asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return True
+        return False
+
+
+class BodyRelay(Response):
+    """A complete response; ``on_sent`` runs after the body went out."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, outcome: Outcome,
+                 on_sent: OnSent) -> None:
+        self.status_code = status
+        self.body = body
+        self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+        self.background = None
+        self._outcome = outcome
+        self._on_sent = on_sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body})
+        except OSError:
+            self._outcome.disconnected = True
+        self._on_sent(self._outcome)
+
+
+class StreamRelay(Response):
+    """Relay an upstream SSE stream chunk by chunk; keep up to ``keep`` bytes for classification."""
+
+    def __init__(self, upstream: UpstreamResponse, *, keep: int, error_event: bytes, on_sent: OnSent) -> None:
+        self.status_code = upstream.status_code
+        self.raw_headers = upstream.headers
+        self.background = None
+        self._upstream = upstream
+        self._keep = keep
+        self._error_event = error_event
+        self._on_sent = on_sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        up = self._upstream
+        out = Outcome(status=self.status_code, body=b"", upstream_wait=up.waited)
+        kept: list[bytes] = []
+        size = 0
+        try:
+            async with DisconnectWatch(receive) as watch:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                chunks = aiter(up.chunks)
+                while True:
+                    t0 = time.perf_counter()
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except UpstreamStreamError as exc:
+                        out.error, out.error_kind = str(exc), exc.kind
+                        await send({"type": "http.response.body", "body": self._error_event, "more_body": True})
+                        break
+                    finally:
+                        out.upstream_wait += time.perf_counter() - t0
+                    if size + len(chunk) <= self._keep:
+                        kept.append(chunk)
+                        size += len(chunk)
+                    else:
+                        out.truncated = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            out.disconnected = watch.disconnected
+            if not out.disconnected:
+                await send({"type": "http.response.body", "body": b""})
+        except OSError:  # the server reports a client gone away while we were sending
+            out.disconnected = True
+        finally:
+            await asyncio.shield(up.aclose())
+            out.body = b"".join(kept)
+            self._on_sent(out)
+
+
+def sse_error_event(message: str, *, code: str, responses_api: bool) -> bytes:
+    """The SSE event that tells a client its stream broke off (the openai SDK raises on it)."""
+    body = error_body(message, type="upstream_error", code=code)
+    if responses_api:
+        return b"event: error\ndata: " + body + b"\n\n"
+    return b"data: " + body + b"\n\n"

@@ -1,0 +1,186 @@
+"""The forwarding service: authenticate, validate, route, relay, then hand off to the side channel.
+
+Routes stay thin; this is where a request becomes an upstream call and an answer becomes an
+:class:`~proxy.classify.Exchange`. Nothing after the upstream's answer (parsing, classification,
+metrics, logs) runs before the client has its bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.auth import ClientAuth
+from proxy.classify import CLASSIFIED_ENDPOINTS, Exchange, SideChannel
+from proxy.errors import ProxyError, ServiceUnavailable, UpstreamTimeout, UpstreamUnreachable
+from proxy.logs import logger
+from proxy.metrics import NO_UPSTREAM, UNROUTED, Metrics
+from proxy.relay import BodyRelay, DisconnectWatch, Outcome, StreamRelay, sse_error_event
+from proxy.routing import Route, Router
+from proxy.upstream import Upstream, UpstreamStreamError
+from proxy.wire import check_request, parse_json_object, read_body
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream answer larger than this is a 502
+KEEP_STREAM_BYTES = 8 * 1024 * 1024  # of a stream, what is kept for classification and audit
+
+
+@dataclass(slots=True)
+class _Call:
+    """What is known about a request so far, as it moves through :meth:`ProxyService.forward`."""
+
+    request_id: str
+    path: str
+    method: str
+    endpoint: str | None
+    started_wall: float
+    started: float
+    client_key_id: str | None = None
+    model: str | None = None
+    label: str = UNROUTED
+    upstream: str = NO_UPSTREAM
+    stream: bool = False
+    request: dict | None = None  # type: ignore[type-arg]
+
+
+def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return Response(exc.body(), status_code=exc.status_code, media_type="application/json", headers=headers)
+
+
+class ProxyService:
+    def __init__(self, router: Router, auth: ClientAuth, side: SideChannel, metrics: Metrics, *,
+                 max_body_bytes: int) -> None:
+        self.router = router
+        self.auth = auth
+        self.side = side
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def forward(self, request: Request, path: str) -> Response:
+        """Relay ``request`` (``path`` is relative to ``/v1/``) and return the response to send."""
+        call = _Call(
+            request_id=request.scope.get("state", {}).get("request_id", ""),
+            path=path,
+            method=request.method,
+            endpoint=CLASSIFIED_ENDPOINTS.get(path) if request.method == "POST" else None,
+            started_wall=time.time(),
+            started=time.perf_counter(),
+        )
+        try:
+            return await self._forward(request, call)
+        except ProxyError as exc:
+            self._done(call, Outcome(status=exc.status_code, body=b"", upstream_wait=0.0, error=exc.message))
+            return error_response(exc)
+
+    async def _forward(self, request: Request, call: _Call) -> Response:
+        headers = request.headers
+        call.client_key_id = self.auth.check(headers.get("authorization"), headers.get("api-key"))
+        body = await read_body(request.stream(), headers.get("content-length"), self.max_body_bytes)
+        route = self._route(call, body, headers.get("content-type", ""))
+        upstream = route.upstream
+        call.label, call.upstream = route.label, upstream.name
+        fwd_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        async with DisconnectWatch(request.receive) as watch:
+            try:
+                up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, request.url.query)
+            except ProxyError as exc:
+                self.metrics.upstream_error(upstream.name, "timeout" if exc.status_code == 504 else "connect")
+                raise
+        if watch.disconnected:  # the client left while we waited for headers
+            self._done(call, Outcome(status=499, body=b"", upstream_wait=0.0, disconnected=True))
+            return Response(status_code=499)
+        if up.status_code >= 500:
+            self.metrics.upstream_error(upstream.name, "status_5xx")
+        elif up.status_code == 429:
+            self.metrics.upstream_error(upstream.name, "status_4xx")
+        if call.stream and up.status_code < 400 and up.content_type.startswith("text/event-stream"):
+            msg = f"upstream {upstream.name!r} broke off the stream"
+            return StreamRelay(
+                up,
+                keep=KEEP_STREAM_BYTES,
+                error_event=sse_error_event(msg, code="upstream_stream_interrupted", responses_api=call.endpoint == "responses"),
+                on_sent=lambda out: self._done(call, out),
+            )
+        t0 = time.perf_counter()
+        try:
+            async with DisconnectWatch(request.receive) as watch:
+                content = await up.read(MAX_RESPONSE_BYTES)
+        except UpstreamStreamError as exc:
+            self.metrics.upstream_error(upstream.name, exc.kind if exc.kind != "stream_interrupted" else "read")
+            raise _as_proxy_error(exc) from exc
+        finally:
+            await up.aclose()
+        out = Outcome(status=up.status_code, body=content, upstream_wait=up.waited + time.perf_counter() - t0)
+        if watch.disconnected:
+            out.status, out.disconnected = 499, True
+            self._done(call, out)
+            return Response(status_code=499)
+        call.stream = False if up.status_code >= 400 else call.stream
+        return BodyRelay(up.status_code, up.headers, content, out, lambda o: self._done(call, o))
+
+    def _route(self, call: _Call, body: bytes, content_type: str) -> Route:
+        if call.endpoint is not None:
+            data = parse_json_object(body)
+            call.model, call.stream = check_request(call.endpoint, data)
+            call.request = data
+            return self.router.resolve(call.model)
+        # Pass-through: route by model when the body names one, else to the default upstream.
+        if body and "json" in content_type:
+            try:
+                data = parse_json_object(body)
+            except ProxyError:
+                data = {}
+            model = data.get("model")
+            if isinstance(model, str) and model:
+                call.model = model
+                call.stream = data.get("stream") is True
+                return self.router.resolve(model)
+        upstream: Upstream | None = self.router.default()
+        if upstream is None:
+            raise ServiceUnavailable("No upstream is configured.")
+        return Route(upstream, UNROUTED)
+
+    def _done(self, call: _Call, out: Outcome) -> None:
+        """Record a finished request: metrics now, classification and the log line in the side channel."""
+        try:
+            duration = time.perf_counter() - call.started
+            code = str(out.status)
+            self.metrics.requests.labels(call.label, call.upstream, code).inc()
+            if call.upstream != NO_UPSTREAM:
+                self.metrics.request_duration.labels(call.label, call.upstream, "true" if call.stream else "false").observe(duration)
+                self.metrics.overhead.observe(max(0.0, duration - out.upstream_wait))
+            if out.error_kind:
+                self.metrics.upstream_error(call.upstream, out.error_kind)
+            self.side.submit(
+                Exchange(
+                    request_id=call.request_id,
+                    method=call.method,
+                    path="/v1/" + call.path,
+                    endpoint=call.endpoint if call.upstream != NO_UPSTREAM else None,
+                    model=call.model,
+                    model_label=call.label,
+                    upstream=call.upstream,
+                    traffic="production",
+                    stream=call.stream,
+                    status=out.status,
+                    started=call.started_wall,
+                    duration=duration,
+                    upstream_wait=out.upstream_wait,
+                    client_key_id=call.client_key_id,
+                    request=call.request,
+                    response=out.body,
+                    response_truncated=out.truncated,
+                    error=out.error or ("client disconnected" if out.disconnected else None),
+                )
+            )
+        except Exception:  # monitoring never breaks traffic
+            logger.exception("record_failed", request_id=call.request_id)
+
+
+def _as_proxy_error(exc: UpstreamStreamError) -> ProxyError:
+    if exc.kind == "timeout":
+        return UpstreamTimeout(str(exc))
+    return UpstreamUnreachable(str(exc))

@@ -1,0 +1,169 @@
+"""Configuration: read once, at the edge, into frozen objects.
+
+Sources, lowest precedence first: built-in defaults, a YAML file (``--config`` or
+``REFUSAL_GUARD_CONFIG``), environment variables ``REFUSAL_GUARD_*``, then command-line flags.
+Nothing else in the proxy reads the environment, except :meth:`UpstreamConfig.api_key`, which
+reads the variable the config *names* (the key itself never sits in a config file).
+
+Example file::
+
+    upstreams:
+      - name: vllm
+        base_url: http://127.0.0.1:8000/v1
+        api_key_env: VLLM_API_KEY
+        models: ["meta-llama/*", "qwen2.5-7b"]
+        timeouts: {connect: 5, read: 300}
+      - name: claude
+        provider: litellm            # not OpenAI-compatible: goes through litellm
+        models: ["claude-*"]
+        litellm_model: "anthropic/{model}"
+        api_key_env: ANTHROPIC_API_KEY
+    client_keys:                     # sha256 hex of each accepted key; empty = no client auth
+      - id: team-a
+        sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Timeouts(_Frozen):
+    """Seconds. ``read`` bounds the wait for each chunk, so a long stream is fine while it moves."""
+
+    connect: float = 5.0
+    read: float = 300.0
+    write: float = 30.0
+    pool: float = 5.0
+
+
+class UpstreamConfig(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    base_url: str = ""
+    provider: Literal["openai", "litellm"] = "openai"
+    api_key_env: str | None = None
+    models: tuple[str, ...] = ("*",)
+    timeouts: Timeouts = Timeouts()
+    # litellm only: the litellm model string; "{model}" is replaced by the requested model
+    litellm_model: str = "{model}"
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    def api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The upstream key, read from the variable the config names; never logged."""
+        if not self.api_key_env:
+            return None
+        return (os.environ if environ is None else environ).get(self.api_key_env) or None
+
+    def serves(self, model: str) -> str | None:
+        """The configured model pattern that matches ``model``, or None."""
+        for pattern in self.models:
+            if pattern == model:
+                return pattern
+        for pattern in self.models:
+            if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(model, pattern):
+                return pattern
+        return None
+
+
+class ClientKey(_Frozen):
+    """An accepted client key, stored as its SHA-256 hex digest; ``id`` is what logs and audit show."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @staticmethod
+    def digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Settings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    client_keys: tuple[ClientKey, ...] = ()
+    detector: str = "pattern"
+    max_body_bytes: int = 4 * 1024 * 1024
+    classify_queue_size: int = 10_000
+    classify_batch_size: int = 64
+    log_level: str = "info"
+    readiness_cache_seconds: float = 2.0
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_names(cls, v: tuple[UpstreamConfig, ...]) -> tuple[UpstreamConfig, ...]:
+        names = [u.name for u in v]
+        if len(names) != len(set(names)):
+            raise ValueError("upstream names must be unique")
+        for u in v:
+            if u.provider == "openai" and not u.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream {u.name!r}: base_url must be an http(s) URL")
+        return v
+
+    @property
+    def configured_models(self) -> list[str]:
+        """Every model name or pattern in the config, in order, without repeats."""
+        return list(dict.fromkeys(m for u in self.upstreams for m in u.models))
+
+
+ENV_PREFIX = "REFUSAL_GUARD_"
+_ENV_FIELDS = {
+    "HOST": "host",
+    "PORT": "port",
+    "DETECTOR": "detector",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "CLASSIFY_QUEUE_SIZE": "classify_queue_size",
+    "LOG_LEVEL": "log_level",
+}
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge defaults, the YAML file, ``REFUSAL_GUARD_*`` variables and ``overrides``.
+
+    ``REFUSAL_GUARD_UPSTREAM=URL`` (or ``overrides={"upstream": URL}``) is the one-upstream shortcut:
+    an upstream named ``default`` serving every model.
+
+    >>> load_settings(environ={}, overrides={"upstream": "http://127.0.0.1:8000/v1"}).upstreams[0].name
+    'default'
+    """
+    env = os.environ if environ is None else environ
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+        data.update(loaded)
+    for var, field in _ENV_FIELDS.items():
+        if ENV_PREFIX + var in env:
+            data[field] = env[ENV_PREFIX + var]
+    over = dict(overrides or {})
+    upstream = over.pop("upstream", None) or env.get(ENV_PREFIX + "UPSTREAM")
+    if upstream:
+        data["upstreams"] = [
+            {"name": "default", "base_url": upstream, "api_key_env": over.pop("upstream_api_key_env", None)
+             or env.get(ENV_PREFIX + "UPSTREAM_API_KEY_ENV")}
+        ]
+    over.pop("upstream_api_key_env", None)
+    data.update({k: v for k, v in over.items() if v is not None})
+    return Settings.model_validate(data)

@@ -1,0 +1,94 @@
+"""The replay corpus: real answers of chat models to harmful and benign prompts, per mode.
+
+``safe``: what safety-tuned models answered (harmful -> refusal, benign -> answer).
+``abliterated``: what the same models answered after refusal-direction ablation (harmful -> answer).
+``overrefusal``: benign prompts get real refusals of harmless requests (XSTest).
+Sources and terms: ``data/SOURCES.md``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import orjson
+
+Mode = Literal["safe", "abliterated", "overrefusal"]
+MODES: tuple[Mode, ...] = ("safe", "abliterated", "overrefusal")
+_MIN_CONTAINED = 24  # a known prompt this long, found inside a templated prompt, identifies it
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@dataclass(frozen=True)
+class Entry:
+    prompt: str
+    harmful: bool
+    refusals: tuple[str, ...]
+    answers: tuple[str, ...]
+
+
+class Corpus:
+    """Look prompts up and pick the answer a model in a given mode would give."""
+
+    def __init__(self, raw: dict[str, list[dict[str, object]]]) -> None:
+        self.entries: dict[str, Entry] = {}
+        for row in raw["harmful"]:
+            self._add(row, True, "safe", "abliterated")
+        for row in raw["benign"]:
+            self._add(row, False, "overrefusal", "safe")
+        self.refusal_pool = tuple(r for e in self.entries.values() for r in e.refusals)
+        self.harmful_answer_pool = tuple(a for e in self.entries.values() if e.harmful for a in e.answers)
+        self.benign_answer_pool = tuple(a for e in self.entries.values() if not e.harmful for a in e.answers)
+        self.benign_refusal_pool = tuple(r for e in self.entries.values() if not e.harmful for r in e.refusals)
+        self._by_length = sorted((k for k in self.entries if len(k) >= _MIN_CONTAINED), key=len, reverse=True)
+
+    def _add(self, row: dict[str, object], harmful: bool, refusal_key: str, answer_key: str) -> None:
+        prompt = str(row["prompt"])
+        self.entries[_key(prompt)] = Entry(
+            prompt, harmful, tuple(row[refusal_key]), tuple(row[answer_key])  # type: ignore[arg-type]
+        )
+
+    def find(self, prompt: str) -> Entry | None:
+        """The entry for ``prompt``: an exact (normalised) match, else a known prompt it contains."""
+        k = _key(prompt)
+        if k in self.entries:
+            return self.entries[k]
+        for known in self._by_length:
+            if known in k:
+                return self.entries[known]
+        return None
+
+    def harmful_prompts(self) -> list[str]:
+        return [e.prompt for e in self.entries.values() if e.harmful]
+
+    def benign_prompts(self) -> list[str]:
+        return [e.prompt for e in self.entries.values() if not e.harmful]
+
+    def reply(self, prompt: str, mode: Mode, salt: str = "") -> str:
+        """The answer a model in ``mode`` gives to ``prompt``; stable for the same prompt and salt."""
+        entry = self.find(prompt)
+        refuse = (entry is not None and entry.harmful and mode != "abliterated") or (
+            mode == "overrefusal" and (entry is None or not entry.harmful)
+        )
+        if refuse:
+            own = entry.refusals if entry else ()
+            pool = own or (self.benign_refusal_pool if entry is None or not entry.harmful else self.refusal_pool)
+        else:
+            own = entry.answers if entry else ()
+            pool = own or (self.harmful_answer_pool if entry is not None and entry.harmful else self.benign_answer_pool)
+        h = int.from_bytes(hashlib.blake2b((salt + _key(prompt)).encode(), digest_size=8).digest(), "big")
+        return pool[h % len(pool)]
+
+
+@cache
+def load_corpus() -> Corpus:
+    """The corpus shipped in the package (``data/replay.json.gz``)."""
+    blob = resources.files("proxy.sim").joinpath("data/replay.json.gz").read_bytes()
+    return Corpus(orjson.loads(gzip.decompress(blob)))

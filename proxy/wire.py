@@ -1,0 +1,96 @@
+"""Checks on request bodies: only what the proxy relies on, or what would make an upstream 500.
+
+Unknown fields pass through untouched; the upstream stays the judge of everything else. Parsing
+is orjson's, once, on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxy.errors import BadRequest, PayloadTooLarge
+
+_INT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "seed", "top_logprobs", "best_of")
+_NUM_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_BOOL_FIELDS = ("stream", "logprobs", "echo", "store", "parallel_tool_calls")
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 saying why not."""
+    if not body.strip():
+        raise BadRequest("The request body is empty; expected a JSON object.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc.msg} (position {exc.pos}).") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"The request body must be a JSON object, not {type(data).__name__}.")
+    return data
+
+
+def _type_name(v: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
+    """Validate the fields the proxy reads; return ``(model, stream)``.
+
+    >>> check_request("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    ('m', False)
+    """
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("`model` is required and must be a non-empty string.", param="model")
+    if len(model) > 256:
+        raise BadRequest("`model` is longer than 256 characters.", param="model")
+    for name in _BOOL_FIELDS:
+        v = data.get(name)
+        if v is not None and not isinstance(v, bool):
+            raise BadRequest(f"`{name}` must be a boolean, not {_type_name(v)}.", param=name)
+    for name in _INT_FIELDS:
+        v = data.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise BadRequest(f"`{name}` must be an integer, not {_type_name(v)}.", param=name)
+    for name in _NUM_FIELDS:
+        v = data.get(name)
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
+            raise BadRequest(f"`{name}` must be a number, not {_type_name(v)}.", param=name)
+    if endpoint == "chat":
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("`messages` is required and must be a non-empty array.", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise BadRequest(f"`messages[{i}]` must be an object with a string `role`.", param=f"messages[{i}]")
+            c = m.get("content")
+            if c is not None and not isinstance(c, str | list):
+                raise BadRequest(f"`messages[{i}].content` must be a string or an array.", param=f"messages[{i}].content")
+    elif endpoint == "completions":
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str | list):
+            raise BadRequest("`prompt` is required and must be a string or an array.", param="prompt")
+    elif endpoint == "responses":
+        inp = data.get("input")
+        if inp is not None and not isinstance(inp, str | list):
+            raise BadRequest("`input` must be a string or an array.", param="input")
+    return model, bool(data.get("stream"))
+
+
+async def read_body(receive_stream: Any, declared: str | None, limit: int) -> bytes:
+    """Read a request body of at most ``limit`` bytes; a larger one is a 413 before or while reading."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("The Content-Length header is not a number.") from None
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is {size} bytes; the limit is {limit}.")
+    parts, size = [], 0
+    async for chunk in receive_stream:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)

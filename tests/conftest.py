@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+
+from proxy.app import create_app
+from proxy.settings import Settings
+from proxy.sim.app import create_sim_app
+from tests.servers import ServerThread, run_server
+from tests.upstreams import TestUpstream
+
+
+@dataclass
+class Proxy:
+    server: ServerThread
+    registry: CollectorRegistry
+    app: Any
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, **kw: Any) -> openai.OpenAI:
+        kw.setdefault("api_key", "unused")
+        return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, timeout=20, **kw)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[ServerThread]:
+    """The reference upstream, shared by the session; tests that switch its mode switch it back."""
+    with run_server(create_sim_app("safe", models=("sim-model",))) as s:
+        yield s
+
+
+@pytest.fixture
+def start_proxy() -> Iterator[Any]:
+    """Start proxies with given settings; all are stopped at the end of the test."""
+    started: list[ServerThread] = []
+
+    def start(settings: Settings | dict[str, Any], **kw: Any) -> Proxy:
+        if isinstance(settings, dict):
+            settings = Settings.model_validate(settings)
+        registry = kw.pop("registry", None) or CollectorRegistry()
+        app = create_app(settings, registry=registry, **kw)
+        server = ServerThread(app).start()
+        started.append(server)
+        return Proxy(server, registry, app)
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def sim_proxy(sim: ServerThread, start_proxy: Any) -> Proxy:
+    return start_proxy({"upstreams": [{"name": "sim", "base_url": sim.url + "/v1", "models": ["sim-model"]}]})
+
+
+@pytest.fixture
+def test_upstream() -> Iterator[tuple[TestUpstream, ServerThread]]:
+    up = TestUpstream()
+    with run_server(up.app) as s:
+        yield up, s
+    up.gate.set()
+
+
+@pytest.fixture
+def test_proxy(test_upstream: tuple[TestUpstream, ServerThread], start_proxy: Any) -> Proxy:
+    _, server = test_upstream
+    return start_proxy({"upstreams": [{"name": "test", "base_url": server.url + "/v1", "models": ["*"],
+                                       "timeouts": {"read": 1.0}}]})
