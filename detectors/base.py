@@ -50,9 +50,7 @@ class Detector(Protocol):
         """Judge one response, optionally in the light of the prompt that produced it."""
         ...
 
-    def classify_batch(
-        self, responses: Sequence[str], prompts: Sequence[str | None] | None = None
-    ) -> list[Verdict]:
+    def classify_batch(self, responses: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[Verdict]:
         """Judge many responses at once; the result is in input order."""
         ...
 

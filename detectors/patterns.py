@@ -17,7 +17,9 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": 
 _HEAD = 300  # characters in which a refusal counts as the opening move
 _SCAN_HEAD, _SCAN_TAIL = 6000, 1500  # bound the work on huge texts
 
-_NOT_REFUSAL_TAIL = r"(?!\s+(?:stress|emphasi[sz]e|overstate|guarantee|wait|believe|help but|thank|recommend \w+ enough))"
+_NOT_REFUSAL_TAIL = (
+    r"(?!\s+(?:stress|emphasi[sz]e|overstate|guarantee|wait|believe|help but|thank|recommend \w+ enough))"
+)
 _REFUSAL = re.compile(
     "|".join(
         [
@@ -98,8 +100,6 @@ class PatternDetector:
             return Verdict.of("partial_refusal", 0.55, self.name, self.version)
         return Verdict.of("refusal", 0.75, self.name, self.version)
 
-    def classify_batch(
-        self, responses: Sequence[str], prompts: Sequence[str | None] | None = None
-    ) -> list[Verdict]:
+    def classify_batch(self, responses: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[Verdict]:
         ps = prompts if prompts is not None else [None] * len(responses)
         return [self.classify(r, p) for r, p in zip(responses, ps, strict=True)]

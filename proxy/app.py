@@ -77,16 +77,21 @@ def create_app(
         queue_size=settings.classify_queue_size,
         batch_size=settings.classify_batch_size,
     )
-    service = ProxyService(router, ClientAuth(settings.client_keys), side, metrics,
-                           max_body_bytes=settings.max_body_bytes)
+    service = ProxyService(
+        router, ClientAuth(settings.client_keys), side, metrics, max_body_bytes=settings.max_body_bytes
+    )
     readiness = Readiness(ups, settings.readiness_cache_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         side.start()
         await _model_list(ups, router)  # learn the upstreams' own model names for metric labels
-        logger.info("started", upstreams=[u.name for u in ups], detector=side.detector.name,
-                    detector_version=side.detector.version)
+        logger.info(
+            "started",
+            upstreams=[u.name for u in ups],
+            detector=side.detector.name,
+            detector_version=side.detector.version,
+        )
         try:
             yield
         finally:
@@ -122,7 +127,9 @@ def create_app(
     async def readyz(request: Request) -> Response:
         state = await readiness.check()
         ok = bool(state) and all(state.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", "upstreams": state}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "upstreams": state}, status_code=200 if ok else 503
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         metrics.classification_queue_depth.set(side.pending)
@@ -181,6 +188,13 @@ async def _model_list(ups: Sequence[Upstream], router: Router) -> list[dict[str,
             for m in listed:
                 mid = str(m["id"])
                 if u.config.serves(mid):
-                    seen.setdefault(mid, {"id": mid, "object": "model", "created": m.get("created", 0),
-                                          "owned_by": m.get("owned_by", u.name)})
+                    seen.setdefault(
+                        mid,
+                        {
+                            "id": mid,
+                            "object": "model",
+                            "created": m.get("created", 0),
+                            "owned_by": m.get("owned_by", u.name),
+                        },
+                    )
     return list(seen.values())

@@ -56,8 +56,7 @@ Listener = Callable[[Exchange], None]
 class SideChannel:
     """Bounded queue + one worker; see the module docstring."""
 
-    def __init__(self, detector: Detector, metrics: Metrics, *, queue_size: int = 10_000,
-                 batch_size: int = 64) -> None:
+    def __init__(self, detector: Detector, metrics: Metrics, *, queue_size: int = 10_000, batch_size: int = 64) -> None:
         self.detector = detector
         self.metrics = metrics
         self.listeners: list[Listener] = []
@@ -177,4 +176,3 @@ class SideChannel:
                 listener(ex)
         except Exception:
             logger.exception("side_channel_finish_failed", request_id=ex.request_id)
-

@@ -1,9 +1,9 @@
 """``refusal-guard``: the command line.
 
-    refusal-guard serve --upstream http://127.0.0.1:8000/v1 --port 8080
-    refusal-guard serve --config guard.yaml
-    refusal-guard sim-upstream --port 9000 --mode abliterated
-    echo '{"response": "I cannot help with that."}' | refusal-guard classify
+refusal-guard serve --upstream http://127.0.0.1:8000/v1 --port 8080
+refusal-guard serve --config guard.yaml
+refusal-guard sim-upstream --port 9000 --mode abliterated
+echo '{"response": "I cannot help with that."}' | refusal-guard classify
 """
 
 from __future__ import annotations
@@ -23,10 +23,16 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.settings import load_settings
 
     try:
-        settings = load_settings(args.config, overrides={
-            "upstream": args.upstream, "upstream_api_key_env": args.upstream_api_key_env,
-            "host": args.host, "port": args.port, "detector": args.detector,
-        })
+        settings = load_settings(
+            args.config,
+            overrides={
+                "upstream": args.upstream,
+                "upstream_api_key_env": args.upstream_api_key_env,
+                "host": args.host,
+                "port": args.port,
+                "detector": args.detector,
+            },
+        )
     except (OSError, ValueError) as exc:
         print(f"refusal-guard: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -35,8 +41,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
+    )
     return 0
 
 
@@ -75,7 +82,9 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers.")
+    p = argparse.ArgumentParser(
+        prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the proxy")

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 _REFUSAL_FINISH = frozenset({"content_filter", "refusal"})
+_TOOL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call", "computer_call"})
 
 
 @dataclass(slots=True)
@@ -27,9 +28,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            p.get("text") or "" for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 
@@ -76,7 +75,7 @@ def _responses_output(output: Any) -> Answer:
                     a.provider_refusal = True
                 elif isinstance(c.get("text"), str):
                     parts.append(c["text"])
-        elif kind in ("function_call", "custom_tool_call", "mcp_call", "computer_call"):
+        elif kind in _TOOL_ITEMS:
             a.tool_call = True
     a.text = "".join(parts)
     return a
@@ -102,7 +101,8 @@ def answers_from_body(endpoint: str, body: bytes) -> list[Answer]:
         return [_chat_choice(c, "message") for c in choices if isinstance(c, dict)]
     return [
         Answer(text=c.get("text") or "", provider_refusal=c.get("finish_reason") in _REFUSAL_FINISH)
-        for c in choices if isinstance(c, dict)
+        for c in choices
+        if isinstance(c, dict)
     ]
 
 
@@ -170,6 +170,9 @@ def _responses_event(kind: Any, obj: dict[str, Any], by_index: dict[int, Answer]
         texts.setdefault(0, []).append(obj["delta"])
     elif kind in ("response.refusal.delta", "response.refusal.done"):
         a.provider_refusal = True
-    elif kind == "response.output_item.added" and isinstance(obj.get("item"), dict):
-        if obj["item"].get("type") in ("function_call", "custom_tool_call", "mcp_call", "computer_call"):
-            a.tool_call = True
+    elif (
+        kind == "response.output_item.added"
+        and isinstance(obj.get("item"), dict)
+        and obj["item"].get("type") in _TOOL_ITEMS
+    ):
+        a.tool_call = True

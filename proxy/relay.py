@@ -78,8 +78,9 @@ class DisconnectWatch:
 class BodyRelay(Response):
     """A complete response; ``on_sent`` runs after the body went out."""
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, outcome: Outcome,
-                 on_sent: OnSent) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, outcome: Outcome, on_sent: OnSent
+    ) -> None:
         self.status_code = status
         self.body = body
         self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]

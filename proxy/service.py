@@ -51,8 +51,9 @@ def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
 
 
 class ProxyService:
-    def __init__(self, router: Router, auth: ClientAuth, side: SideChannel, metrics: Metrics, *,
-                 max_body_bytes: int) -> None:
+    def __init__(
+        self, router: Router, auth: ClientAuth, side: SideChannel, metrics: Metrics, *, max_body_bytes: int
+    ) -> None:
         self.router = router
         self.auth = auth
         self.side = side
@@ -101,7 +102,9 @@ class ProxyService:
             return StreamRelay(
                 up,
                 keep=KEEP_STREAM_BYTES,
-                error_event=sse_error_event(msg, code="upstream_stream_interrupted", responses_api=call.endpoint == "responses"),
+                error_event=sse_error_event(
+                    msg, code="upstream_stream_interrupted", responses_api=call.endpoint == "responses"
+                ),
                 on_sent=lambda out: self._done(call, out),
             )
         t0 = time.perf_counter()
@@ -150,7 +153,9 @@ class ProxyService:
             code = str(out.status)
             self.metrics.requests.labels(call.label, call.upstream, code).inc()
             if call.upstream != NO_UPSTREAM:
-                self.metrics.request_duration.labels(call.label, call.upstream, "true" if call.stream else "false").observe(duration)
+                self.metrics.request_duration.labels(
+                    call.label, call.upstream, "true" if call.stream else "false"
+                ).observe(duration)
                 self.metrics.overhead.observe(max(0.0, duration - out.upstream_wait))
             if out.error_kind:
                 self.metrics.upstream_error(call.upstream, out.error_kind)

@@ -161,8 +161,11 @@ def load_settings(
     upstream = over.pop("upstream", None) or env.get(ENV_PREFIX + "UPSTREAM")
     if upstream:
         data["upstreams"] = [
-            {"name": "default", "base_url": upstream, "api_key_env": over.pop("upstream_api_key_env", None)
-             or env.get(ENV_PREFIX + "UPSTREAM_API_KEY_ENV")}
+            {
+                "name": "default",
+                "base_url": upstream,
+                "api_key_env": over.pop("upstream_api_key_env", None) or env.get(ENV_PREFIX + "UPSTREAM_API_KEY_ENV"),
+            }
         ]
     over.pop("upstream_api_key_env", None)
     data.update({k: v for k, v in over.items() if v is not None})

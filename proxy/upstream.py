@@ -22,16 +22,40 @@ from proxy.settings import UpstreamConfig
 # Request headers never forwarded: hop-by-hop, the client's credentials, and what httpx recomputes.
 _DROP_REQUEST = frozenset(
     {
-        "host", "content-length", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
-        "te", "trailer", "upgrade", "authorization", "proxy-authorization", "api-key", "x-api-key",
-        "cookie", "accept-encoding", "expect", "x-request-id",
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        "accept-encoding",
+        "expect",
+        "x-request-id",
     }
 )
 # Response headers not relayed: hop-by-hop, framing the server recomputes, and cookies.
 _DROP_RESPONSE = frozenset(
     {
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-        "content-length", "content-encoding", "date", "server", "set-cookie",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "set-cookie",
     }
 )
 
@@ -102,7 +126,9 @@ async def _translated(upstream: str) -> AsyncIterator[None]:
     try:
         yield
     except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise UpstreamTimeout(f"upstream {upstream!r} did not accept the connection in time", code="upstream_timeout") from exc
+        raise UpstreamTimeout(
+            f"upstream {upstream!r} did not accept the connection in time", code="upstream_timeout"
+        ) from exc
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(f"upstream {upstream!r} did not answer in time") from exc
     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
@@ -119,8 +145,9 @@ class OpenAIUpstream:
     'vllm'
     """
 
-    def __init__(self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None, api_key: str | None = None
+    ) -> None:
         self.config = config
         t = config.timeouts
         self._auth = f"Bearer {api_key}" if api_key else None
@@ -170,8 +197,9 @@ class OpenAIUpstream:
 
     async def ready(self) -> bool:
         try:
-            response = await self._client.get("/models", headers={"authorization": self._auth} if self._auth else None,
-                                              timeout=2.0)
+            response = await self._client.get(
+                "/models", headers={"authorization": self._auth} if self._auth else None, timeout=2.0
+            )
         except httpx.HTTPError:
             return False
         return response.status_code < 500
@@ -179,8 +207,9 @@ class OpenAIUpstream:
     async def list_models(self) -> list[dict[str, object]]:
         """The upstream's own model list (``GET /models``); empty when it has none or fails."""
         try:
-            response = await self._client.get("/models", headers={"authorization": self._auth} if self._auth else None,
-                                              timeout=5.0)
+            response = await self._client.get(
+                "/models", headers={"authorization": self._auth} if self._auth else None, timeout=5.0
+            )
             data = response.json().get("data", []) if response.status_code == 200 else []
         except (httpx.HTTPError, ValueError, AttributeError):
             return []

@@ -31,7 +31,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def _type_name(v: object) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), type(v).__name__
+    )
 
 
 def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
@@ -66,7 +68,9 @@ def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
                 raise BadRequest(f"`messages[{i}]` must be an object with a string `role`.", param=f"messages[{i}]")
             c = m.get("content")
             if c is not None and not isinstance(c, str | list):
-                raise BadRequest(f"`messages[{i}].content` must be a string or an array.", param=f"messages[{i}].content")
+                raise BadRequest(
+                    f"`messages[{i}].content` must be a string or an array.", param=f"messages[{i}].content"
+                )
     elif endpoint == "completions":
         prompt = data.get("prompt")
         if not isinstance(prompt, str | list):

@@ -75,5 +75,6 @@ def test_upstream() -> Iterator[tuple[TestUpstream, ServerThread]]:
 @pytest.fixture
 def test_proxy(test_upstream: tuple[TestUpstream, ServerThread], start_proxy: Any) -> Proxy:
     _, server = test_upstream
-    return start_proxy({"upstreams": [{"name": "test", "base_url": server.url + "/v1", "models": ["*"],
-                                       "timeouts": {"read": 1.0}}]})
+    return start_proxy(
+        {"upstreams": [{"name": "test", "base_url": server.url + "/v1", "models": ["*"], "timeouts": {"read": 1.0}}]}
+    )

@@ -15,8 +15,16 @@ class ServerThread:
     """A uvicorn server on 127.0.0.1 and an OS-chosen port, run in a background thread."""
 
     def __init__(self, app: ASGIApp, **config: object) -> None:
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                             lifespan="on", timeout_graceful_shutdown=5, **config)  # type: ignore[arg-type]
+        cfg = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            **config,
+        )  # type: ignore[arg-type]
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -77,7 +77,9 @@ def test_unknown_model_is_404_model_not_found(sim_proxy: Proxy) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         sim_proxy.client().chat.completions.create(model="no-such-model", messages=MSGS)
     assert info.value.code == "model_not_found"
-    assert wait_for(lambda: sim_proxy.metric("refusal_guard_requests_total", model="unrouted", upstream="none", code="404") == 1)
+    assert wait_for(
+        lambda: sim_proxy.metric("refusal_guard_requests_total", model="unrouted", upstream="none", code="404") == 1
+    )
     assert b"no-such-model" not in httpx.get(sim_proxy.url + "/metrics").content
 
 
@@ -114,13 +116,18 @@ def test_client_keys(sim: ServerThread, start_proxy: Any) -> None:
     """With client keys configured: 401 without or with a wrong key, 200 with a right one; never forwarded."""
     up = TestUpstream()
     with run_server(up.app) as server:
-        p = start_proxy({
-            "client_keys": [{"id": "team-a", "sha256": ClientKey.digest("sk-client-secret")}],
-            "upstreams": [{"name": "t", "base_url": server.url + "/v1"}],
-        })
+        p = start_proxy(
+            {
+                "client_keys": [{"id": "team-a", "sha256": ClientKey.digest("sk-client-secret")}],
+                "upstreams": [{"name": "t", "base_url": server.url + "/v1"}],
+            }
+        )
         for key in ("", "sk-wrong"):
-            r = httpx.post(p.url + "/v1/chat/completions", json={"model": "echo", "messages": MSGS},
-                           headers={"authorization": f"Bearer {key}"} if key else {})
+            r = httpx.post(
+                p.url + "/v1/chat/completions",
+                json={"model": "echo", "messages": MSGS},
+                headers={"authorization": f"Bearer {key}"} if key else {},
+            )
             assert r.status_code == 401 and envelope(r)["code"] == "invalid_api_key"
         with pytest.raises(openai.AuthenticationError):
             p.client(api_key="sk-wrong").models.list()

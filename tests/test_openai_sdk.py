@@ -26,7 +26,9 @@ def test_chat_non_stream_is_relayed_unchanged_and_counted(sim: ServerThread, sim
         via = client.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": prompt}])
         ref = direct(sim).chat.completions.create(model="sim-model", messages=[{"role": "user", "content": prompt}])
         assert via.choices[0].message.content == ref.choices[0].message.content
-    assert wait_for(lambda: responses_total(sim_proxy, "refusal") == 1 and responses_total(sim_proxy, "compliance") == 1)
+    assert wait_for(
+        lambda: responses_total(sim_proxy, "refusal") == 1 and responses_total(sim_proxy, "compliance") == 1
+    )
 
 
 def test_metrics_endpoint_shows_both_verdicts(sim_proxy: Proxy) -> None:
@@ -42,8 +44,14 @@ def test_metrics_endpoint_shows_both_verdicts(sim_proxy: Proxy) -> None:
 
     assert wait_for(lambda: 'verdict="refusal"' in exposed() and 'verdict="compliance"' in exposed())
     text = exposed()
-    assert 'refusal_guard_responses_total{model="sim-model",traffic="production",upstream="sim",verdict="refusal"} 1.0' in text
-    assert 'refusal_guard_responses_total{model="sim-model",traffic="production",upstream="sim",verdict="compliance"} 1.0' in text
+    assert (
+        'refusal_guard_responses_total{model="sim-model",traffic="production",upstream="sim",verdict="refusal"} 1.0'
+        in text
+    )
+    assert (
+        'refusal_guard_responses_total{model="sim-model",traffic="production",upstream="sim",verdict="compliance"} 1.0'
+        in text
+    )
 
 
 def test_chat_stream_reassembles_to_the_same_content(sim: ServerThread, sim_proxy: Proxy) -> None:
@@ -64,7 +72,9 @@ def test_completions_stream_and_non_stream(sim: ServerThread, sim_proxy: Proxy) 
     client = sim_proxy.client()
     ref = direct(sim).completions.create(model="sim-model", prompt=BENIGN).choices[0].text
     assert client.completions.create(model="sim-model", prompt=BENIGN).choices[0].text == ref
-    streamed = "".join(c.choices[0].text for c in client.completions.create(model="sim-model", prompt=BENIGN, stream=True))
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(model="sim-model", prompt=BENIGN, stream=True)
+    )
     assert streamed == ref
     assert wait_for(lambda: responses_total(sim_proxy, "compliance") == 2)
 
@@ -74,8 +84,11 @@ def test_responses_api_stream_and_non_stream(sim: ServerThread, sim_proxy: Proxy
     client = sim_proxy.client()
     ref = direct(sim).responses.create(model="sim-model", input=HARMFUL).output_text
     assert client.responses.create(model="sim-model", input=HARMFUL).output_text == ref
-    deltas = [e.delta for e in client.responses.create(model="sim-model", input=HARMFUL, stream=True)
-              if e.type == "response.output_text.delta"]
+    deltas = [
+        e.delta
+        for e in client.responses.create(model="sim-model", input=HARMFUL, stream=True)
+        if e.type == "response.output_text.delta"
+    ]
     assert "".join(deltas) == ref
     assert wait_for(lambda: responses_total(sim_proxy, "refusal") == 2)
 
@@ -95,5 +108,7 @@ def test_embeddings_pass_through_unclassified(sim_proxy: Proxy) -> None:
     """Other /v1 paths pass through; they are counted as requests, never as classified responses."""
     emb = sim_proxy.client().embeddings.create(model="sim-model", input=["a", "b"])
     assert len(emb.data) == 2
-    assert wait_for(lambda: sim_proxy.metric("refusal_guard_requests_total", model="sim-model", upstream="sim", code="200") == 1)
+    assert wait_for(
+        lambda: sim_proxy.metric("refusal_guard_requests_total", model="sim-model", upstream="sim", code="200") == 1
+    )
     assert responses_total(sim_proxy, "compliance") == 0

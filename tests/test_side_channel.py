@@ -69,13 +69,25 @@ def test_full_queue_sheds_classification_not_requests(
     detector = BlockedDetector()
     p: Proxy = start_proxy(upstream_settings(server, classify_queue_size=1, classify_batch_size=1), detector=detector)
     try:
-        codes = [httpx.post(p.url + "/v1/chat/completions", json={"model": "echo", "messages": MSGS}).status_code
-                 for _ in range(6)]
+        codes = [
+            httpx.post(p.url + "/v1/chat/completions", json={"model": "echo", "messages": MSGS}).status_code
+            for _ in range(6)
+        ]
         assert codes == [200] * 6
         # one in the detector, one queued, the other four shed
         assert wait_for(lambda: p.metric("refusal_guard_classification_shed_total") == 4)
     finally:
         detector.release.set()
     # "echo" is in the upstream's own model list, so it is its own label
-    assert wait_for(lambda: p.metric("refusal_guard_responses_total", model="echo", upstream="test",
-                                     traffic="production", verdict="compliance") == 2)
+    assert wait_for(
+        lambda: (
+            p.metric(
+                "refusal_guard_responses_total",
+                model="echo",
+                upstream="test",
+                traffic="production",
+                verdict="compliance",
+            )
+            == 2
+        )
+    )

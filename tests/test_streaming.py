@@ -35,9 +35,10 @@ def test_client_disconnect_cancels_the_upstream_request(
 ) -> None:
     """Closing the client's stream mid-way closes the proxy's upstream request too."""
     up, _ = test_upstream
-    with httpx.Client(timeout=10) as client, client.stream(
-        "POST", test_proxy.url + "/v1/chat/completions", json=stream_request("endless")
-    ) as r:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", test_proxy.url + "/v1/chat/completions", json=stream_request("endless")) as r,
+    ):
         it = r.iter_raw()
         assert b"more" in next(it)
     assert up.cancelled.wait(5), "upstream stream was not cancelled after the client left"
@@ -52,11 +53,20 @@ def test_upstream_dying_mid_stream_ends_the_stream_with_an_error_event(test_prox
             got.extend(ch.delta.content or "" for ch in c.choices)
     assert "".join(got) == "partial answer "
     assert "broke off" in str(info.value.message)
-    assert wait_for(lambda: test_proxy.metric("refusal_guard_upstream_errors_total", upstream="test",
-                                              kind="stream_interrupted") == 1)
+    assert wait_for(
+        lambda: (
+            test_proxy.metric("refusal_guard_upstream_errors_total", upstream="test", kind="stream_interrupted") == 1
+        )
+    )
     # the partial answer is still classified
-    assert wait_for(lambda: test_proxy.metric("refusal_guard_responses_total", model="*", upstream="test",
-                                              traffic="production", verdict="compliance") == 1)
+    assert wait_for(
+        lambda: (
+            test_proxy.metric(
+                "refusal_guard_responses_total", model="*", upstream="test", traffic="production", verdict="compliance"
+            )
+            == 1
+        )
+    )
     assert httpx.get(test_proxy.url + "/healthz").status_code == 200
 
 

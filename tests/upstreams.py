@@ -25,8 +25,13 @@ ANSWER = "Here is the answer you asked for."
 
 
 def chunk(text: str, finish: str | None = None) -> bytes:
-    obj = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]}
+    obj = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}],
+    }
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
@@ -38,21 +43,27 @@ class TestUpstream:
         self.gate = threading.Event()
         self.cancelled = threading.Event()
         self.slow_seconds = slow_seconds
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self.chat, methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/v1/{path:path}", self.other, methods=["GET", "POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/{path:path}", self.other, methods=["GET", "POST"]),
+            ]
+        )
 
     async def models(self, request: Request) -> Response:
-        return Response(orjson.dumps({"object": "list", "data": [{"id": "echo", "object": "model"}]}),
-                        media_type="application/json")
+        return Response(
+            orjson.dumps({"object": "list", "data": [{"id": "echo", "object": "model"}]}), media_type="application/json"
+        )
 
     async def other(self, request: Request) -> Response:
         body = await request.body()
         self.seen.append({"path": request.url.path, "body": body, "headers": dict(request.headers)})
-        return Response(orjson.dumps({"object": "list", "data": [], "path": request.url.path}),
-                        media_type="application/json", headers={"x-upstream": "yes"})
+        return Response(
+            orjson.dumps({"object": "list", "data": [], "path": request.url.path}),
+            media_type="application/json",
+            headers={"x-upstream": "yes"},
+        )
 
     async def chat(self, request: Request) -> Response:
         raw = await request.body()
@@ -61,9 +72,12 @@ class TestUpstream:
         model: str = body["model"]
         if model.startswith("status-"):
             code = int(model.split("-")[1])
-            return Response(orjson.dumps({"error": {"message": f"upstream says {code}", "type": "x", "param": None,
-                                                    "code": None}}), status_code=code, media_type="application/json",
-                            headers={"retry-after": "7"})
+            return Response(
+                orjson.dumps({"error": {"message": f"upstream says {code}", "type": "x", "param": None, "code": None}}),
+                status_code=code,
+                media_type="application/json",
+                headers={"retry-after": "7"},
+            )
         if model == "slow":
             await asyncio.sleep(self.slow_seconds)
         if model == "gated":
@@ -74,11 +88,22 @@ class TestUpstream:
             return StreamingResponse(self._die(), media_type="text/event-stream")
         if body.get("stream"):
             return StreamingResponse(self._words(ANSWER), media_type="text/event-stream")
-        return Response(orjson.dumps({
-            "id": "c1", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 7, "total_tokens": 8},
-        }), media_type="application/json", headers={"x-upstream": "yes", "openai-processing-ms": "12"})
+        return Response(
+            orjson.dumps(
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 7, "total_tokens": 8},
+                }
+            ),
+            media_type="application/json",
+            headers={"x-upstream": "yes", "openai-processing-ms": "12"},
+        )
 
     async def _words(self, text: str) -> AsyncIterator[bytes]:
         for w in text.split(" "):

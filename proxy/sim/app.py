@@ -69,7 +69,9 @@ class SimState:
         self.requests = 0
 
 
-def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tuple[str, ...] = ("sim-model",)) -> Starlette:
+def create_sim_app(
+    mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tuple[str, ...] = ("sim-model",)
+) -> Starlette:
     """Build the simulator app (``chunk_delay`` seconds between stream chunks)."""
     state = SimState(mode, chunk_delay, load_corpus())
 
@@ -84,7 +86,10 @@ def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tup
 
     def answer(kind: str, body: dict[str, Any]) -> tuple[str, str]:
         state.requests += 1
-        return _cap(state.corpus.reply(_prompt(kind, body), state.mode), body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens"))
+        return _cap(
+            state.corpus.reply(_prompt(kind, body), state.mode),
+            body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens"),
+        )
 
     async def sse(events: list[bytes]) -> AsyncIterator[bytes]:
         for i, e in enumerate(events):
@@ -103,12 +108,36 @@ def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tup
         rid, created, model = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time()), body["model"]
         usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}
         if not body.get("stream"):
-            return _json({"id": rid, "object": "chat.completion", "created": created, "model": model,
-                          "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                                       "finish_reason": finish, "logprobs": None}], "usage": usage})
+            return _json(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "finish_reason": finish,
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
-        events = [orjson.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
-        events += [orjson.dumps({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}) for p in _pieces(text)]
+        events = [
+            orjson.dumps(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                }
+            )
+        ]
+        events += [
+            orjson.dumps({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
+            for p in _pieces(text)
+        ]
         events.append(orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(orjson.dumps({**base, "choices": [], "usage": usage}))
@@ -121,12 +150,28 @@ def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tup
         text, finish = answer("completions", body)
         rid, created, model = "cmpl-" + uuid.uuid4().hex[:24], int(time.time()), body["model"]
         if not body.get("stream"):
-            return _json({"id": rid, "object": "text_completion", "created": created, "model": model,
-                          "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-                          "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}})
+            return _json(
+                {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                    "usage": {
+                        "prompt_tokens": 10,
+                        "completion_tokens": len(text.split()),
+                        "total_tokens": 10 + len(text.split()),
+                    },
+                }
+            )
         base = {"id": rid, "object": "text_completion", "created": created, "model": model}
-        events = [orjson.dumps({**base, "choices": [{"index": 0, "text": p, "finish_reason": None, "logprobs": None}]}) for p in _pieces(text)]
-        events.append(orjson.dumps({**base, "choices": [{"index": 0, "text": "", "finish_reason": finish, "logprobs": None}]}))
+        events = [
+            orjson.dumps({**base, "choices": [{"index": 0, "text": p, "finish_reason": None, "logprobs": None}]})
+            for p in _pieces(text)
+        ]
+        events.append(
+            orjson.dumps({**base, "choices": [{"index": 0, "text": "", "finish_reason": finish, "logprobs": None}]})
+        )
         return stream([b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"])
 
     async def responses(request: Request) -> Response:
@@ -135,33 +180,86 @@ def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tup
             return body
         text, finish = answer("responses", body)
         rid, mid, created = "resp_" + uuid.uuid4().hex[:24], "msg_" + uuid.uuid4().hex[:24], int(time.time())
-        message = {"id": mid, "type": "message", "role": "assistant", "status": "completed",
-                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
-        resp = {"id": rid, "object": "response", "created_at": created, "model": body["model"], "status": "completed",
-                "output": [message], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-                "incomplete_details": {"reason": "max_output_tokens"} if finish == "length" else None,
-                "usage": {"input_tokens": 10, "output_tokens": len(text.split()), "total_tokens": 10 + len(text.split()),
-                          "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
+        message = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        resp = {
+            "id": rid,
+            "object": "response",
+            "created_at": created,
+            "model": body["model"],
+            "status": "completed",
+            "output": [message],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "incomplete_details": {"reason": "max_output_tokens"} if finish == "length" else None,
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": len(text.split()),
+                "total_tokens": 10 + len(text.split()),
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
         if not body.get("stream"):
             return _json(resp)
         seq = iter(range(1_000_000))
         pending = {**resp, "status": "in_progress", "output": [], "usage": None}
         events: list[tuple[str, dict[str, Any]]] = [
             ("response.created", {"response": pending}),
-            ("response.output_item.added", {"output_index": 0, "item": {**message, "status": "in_progress", "content": []}}),
-            ("response.content_part.added", {"output_index": 0, "item_id": mid, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            (
+                "response.output_item.added",
+                {"output_index": 0, "item": {**message, "status": "in_progress", "content": []}},
+            ),
+            (
+                "response.content_part.added",
+                {
+                    "output_index": 0,
+                    "item_id": mid,
+                    "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": []},
+                },
+            ),
         ]
-        events += [("response.output_text.delta", {"output_index": 0, "item_id": mid, "content_index": 0, "delta": p, "logprobs": []}) for p in _pieces(text)]
         events += [
-            ("response.output_text.done", {"output_index": 0, "item_id": mid, "content_index": 0, "text": text, "logprobs": []}),
-            ("response.content_part.done", {"output_index": 0, "item_id": mid, "content_index": 0, "part": message["content"][0]}),
+            (
+                "response.output_text.delta",
+                {"output_index": 0, "item_id": mid, "content_index": 0, "delta": p, "logprobs": []},
+            )
+            for p in _pieces(text)
+        ]
+        events += [
+            (
+                "response.output_text.done",
+                {"output_index": 0, "item_id": mid, "content_index": 0, "text": text, "logprobs": []},
+            ),
+            (
+                "response.content_part.done",
+                {"output_index": 0, "item_id": mid, "content_index": 0, "part": message["content"][0]},
+            ),
             ("response.output_item.done", {"output_index": 0, "item": message}),
             ("response.completed", {"response": resp}),
         ]
-        return stream([b"event: " + k.encode() + b"\ndata: " + orjson.dumps({"type": k, "sequence_number": next(seq), **v}) + b"\n\n" for k, v in events])
+        return stream(
+            [
+                b"event: "
+                + k.encode()
+                + b"\ndata: "
+                + orjson.dumps({"type": k, "sequence_number": next(seq), **v})
+                + b"\n\n"
+                for k, v in events
+            ]
+        )
 
     async def list_models(request: Request) -> Response:
-        return _json({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "sim"} for m in models]})
+        return _json(
+            {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "sim"} for m in models]}
+        )
 
     async def embeddings(request: Request) -> Response:
         body = await body_of(request)
@@ -169,8 +267,14 @@ def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tup
             return body
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
-        return _json({"object": "list", "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1},
-                      "data": [{"object": "embedding", "index": i, "embedding": [0.0, 0.5, 1.0]} for i in range(len(items))]})
+        return _json(
+            {
+                "object": "list",
+                "model": body["model"],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                "data": [{"object": "embedding", "index": i, "embedding": [0.0, 0.5, 1.0]} for i in range(len(items))],
+            }
+        )
 
     async def sim_mode(request: Request) -> Response:
         if request.method == "POST":
@@ -186,14 +290,16 @@ def create_sim_app(mode: Mode = "safe", *, chunk_delay: float = 0.0, models: tup
     async def health(request: Request) -> Response:
         return _json({"status": "ok", "mode": state.mode})
 
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/responses", responses, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/sim/mode", sim_mode, methods=["GET", "POST"]),
-        Route("/health", health, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/sim/mode", sim_mode, methods=["GET", "POST"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
     app.state.sim = state
     return app

@@ -52,7 +52,10 @@ class Corpus:
     def _add(self, row: dict[str, object], harmful: bool, refusal_key: str, answer_key: str) -> None:
         prompt = str(row["prompt"])
         self.entries[_key(prompt)] = Entry(
-            prompt, harmful, tuple(row[refusal_key]), tuple(row[answer_key])  # type: ignore[arg-type]
+            prompt,
+            harmful,
+            tuple(row[refusal_key]),
+            tuple(row[answer_key]),  # type: ignore[arg-type]
         )
 
     def find(self, prompt: str) -> Entry | None:

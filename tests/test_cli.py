@@ -1,0 +1,94 @@
+"""The command line: classify's JSONL contract, serve's config errors, and serve + sim-upstream as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import orjson
+
+CLI = [sys.executable, "-m", "proxy"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not come up")
+
+
+def test_classify_jsonl_contract() -> None:
+    """One output line per input line, in order; bad lines get an error object, not a crash."""
+    lines = [
+        {"response": "I'm sorry, but I cannot help with that."},
+        {"response": "Paris is the capital of France.", "prompt": "Capital of France?"},
+        "not an object",
+        {"prompt": "missing response"},
+    ]
+    stdin = b"\n".join(orjson.dumps(x) for x in lines) + b"\n{broken json\n"
+    out = subprocess.run([*CLI, "classify"], input=stdin, capture_output=True, check=True)
+    rows = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert len(rows) == 5
+    assert rows[0]["label"] == "refusal" and rows[0]["refused"] is True and 0 <= rows[0]["score"] <= 1
+    assert rows[1]["label"] == "compliance" and rows[1]["refused"] is False
+    assert all("error" in r for r in rows[2:])
+    assert [r["error"]["line"] for r in rows[2:]] == [3, 4, 5]
+
+
+def test_serve_without_upstream_or_with_bad_config_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No upstream, or a broken config, is a clear message and exit code 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUSAL_GUARD_")}
+    r = subprocess.run([*CLI, "serve"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "no upstream" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: [{name: a, base_url: 'nope'}]")
+    r = subprocess.run([*CLI, "serve", "--config", str(bad)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "bad configuration" in r.stderr
+
+
+def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
+    """The quick start, as processes: sim-upstream, then serve --upstream; modes switch at run time."""
+    sim_port, port = free_port(), free_port()
+    sim = subprocess.Popen([*CLI, "sim-upstream", "--port", str(sim_port)], stderr=subprocess.DEVNULL)
+    proxy = subprocess.Popen(
+        [*CLI, "serve", "--upstream", f"http://127.0.0.1:{sim_port}/v1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{sim_port}/health")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        harmful = [{"role": "user", "content": "Write a tutorial on how to make a bomb"}]
+        safe = client.chat.completions.create(model="sim-model", messages=harmful).choices[0].message.content
+        httpx.post(f"http://127.0.0.1:{sim_port}/sim/mode", json={"mode": "abliterated"}).raise_for_status()
+        abl = client.chat.completions.create(model="sim-model", messages=harmful).choices[0].message.content
+        assert safe != abl
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'model="sim-model"' in metrics  # learned from the sim's /v1/models
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        out, err = proxy.communicate(timeout=20)
+        sim.terminate()
+        sim.wait(timeout=10)
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -SIGTERM
+    assert proxy.returncode in (0, -signal.SIGTERM), err
+    events = [orjson.loads(line)["event"] for line in out.splitlines() if line.startswith(b"{")]
+    assert events[0] == "started" and events[-1] == "stopped" and events.count("request") == 2
