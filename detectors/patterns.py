@@ -54,6 +54,28 @@ _REFUSAL = re.compile(
         ]
     )
 )
+# First-person refusals that leave no doubt, in a few languages: the rule tier of the trained detector.
+_EXPLICIT = re.compile(
+    r"\bi (?:cannot|can't|can not|won't|will not|am unable to|'m unable to|am not able to|'m not able to"
+    r"|must decline|must respectfully decline)\b"
+    + _NOT_REFUSAL_TAIL
+    + r"|\b(?:i'm|i am) (?:really |truly |very )?sorry,? but\b|\bi apologi[sz]e,? but\b|\bas an ai\b"
+    r"|\blo siento\b|\bno puedo\b|\bje ne peux pas\b|\bdésolé\b|\bich kann (?:dir |ihnen )?(?:nicht|keine)\b"
+    r"|\bes tut mir leid\b|我不能|我无法|抱歉"
+)
+_EXPLICIT_HEAD, _SHORT = 200, 600
+
+
+def explicit_refusal(text: str) -> bool:
+    """An unmistakable first-person refusal in the opening (or anywhere in a short answer).
+
+    >>> explicit_refusal("I'm sorry, but I can't assist with that.")
+    True
+    """
+    norm = _normalise(text).strip()
+    return bool(_EXPLICIT.search(norm if len(norm) < _SHORT else norm[:_EXPLICIT_HEAD]))
+
+
 _PIVOT = re.compile(
     r"\b(?:however|that said|that being said|but|nevertheless|nonetheless|anyway)\b[^.\n]{0,40}?"
     r"\b(?:here (?:is|are|'s)|i can (?:give|provide|offer|tell|explain|share)|here's|in general)\b"

@@ -13,7 +13,14 @@ def _pattern() -> Detector:
     return PatternDetector()
 
 
-_FACTORIES: dict[str, Callable[[], Detector]] = {"pattern": _pattern}
+def _delex_lr() -> Detector:
+    from detectors.linear import LinearDetector
+
+    return LinearDetector.load()
+
+
+_FACTORIES: dict[str, Callable[[], Detector]] = {"pattern": _pattern, "delex-lr": _delex_lr}
+DEFAULT_DETECTOR = "delex-lr"
 
 
 def available() -> list[str]:

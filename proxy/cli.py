@@ -81,6 +81,18 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from detectors.train import main as train_main
+
+    return train_main(args.rest)
+
+
+def _eval_detector(args: argparse.Namespace) -> int:
+    from detectors.evaluate import main as eval_main
+
+    return eval_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers."
@@ -93,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--upstream-api-key-env", help="name of the env var that holds that upstream's API key")
     s.add_argument("--host", help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (default 8080)")
-    s.add_argument("--detector", help="refusal detector (default: pattern)")
+    s.add_argument("--detector", help="refusal detector: delex-lr (default) or pattern")
     s.set_defaults(func=_serve)
 
     m = sub.add_parser("sim-upstream", help="run the reference upstream that replays real model answers")
@@ -105,12 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_sim)
 
     c = sub.add_parser("classify", help="classify JSONL responses from stdin")
-    c.add_argument("--detector", default="pattern")
+    c.add_argument("--detector", default="delex-lr")
     c.set_defaults(func=_classify)
+
+    t = sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_train)
+    e = sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+    e.set_defaults(func=_eval_detector)
     return p
 
 
+_DELEGATED = {"train": _train, "eval-detector": _eval_detector}  # they parse their own options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        return _DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -97,7 +97,7 @@ class Settings(_Frozen):
     port: int = 8080
     upstreams: tuple[UpstreamConfig, ...] = ()
     client_keys: tuple[ClientKey, ...] = ()
-    detector: str = "pattern"
+    detector: str = "delex-lr"
     max_body_bytes: int = 4 * 1024 * 1024
     classify_queue_size: int = 10_000
     classify_batch_size: int = 64

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must never reach for the network
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
