@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim
+.PHONY: install run test check lint clean sim bench bench-detector
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,9 +33,15 @@ sim: install
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Benchmarks write bench/results/; figures are quoted in the README with the machine they came from.
+bench: bench-detector
+
+bench-detector: install
+	$(BIN)/python bench/detector.py
+
 lint: install
-	$(BIN)/ruff check proxy detectors tests scripts
-	$(BIN)/ruff format --check proxy detectors tests scripts
+	$(BIN)/ruff check proxy detectors tests scripts bench
+	$(BIN)/ruff format --check proxy detectors tests scripts bench
 
 check: lint test
 
