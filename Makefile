@@ -42,6 +42,7 @@ bench-detector: install
 lint: install
 	$(BIN)/ruff check proxy detectors tests scripts bench
 	$(BIN)/ruff format --check proxy detectors tests scripts bench
+	$(BIN)/mypy
 
 check: lint test
 

@@ -27,7 +27,7 @@ def score(gold: Sequence[Example], predicted: Sequence[str]) -> Metrics:
     n = len(gold)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    confusion = {g: {p: 0 for p in LABELS} for g in LABELS}
+    confusion: dict[str, dict[str, int]] = {g: {p: 0 for p in LABELS} for g in LABELS}
     for e, p in zip(gold, predicted, strict=True):
         confusion[e.label][p] += 1
     return {

@@ -23,8 +23,8 @@ class KeywordDetector:
     def __init__(self, name: str, items: Sequence[str], rule: Rule) -> None:
         self.name = f"keywords:{name}"
         self.rule = rule
-        norm = (lambda s: s.translate(_APOSTROPHES).lower()) if rule != "substring" else (lambda s: s)
-        self.items = tuple(dict.fromkeys(norm(i) for i in items if i))
+        fold = rule != "substring"
+        self.items = tuple(dict.fromkeys((i.translate(_APOSTROPHES).lower() if fold else i) for i in items if i))
 
     def classify(self, response: str, prompt: str | None = None) -> Verdict:
         if self.rule == "substring":

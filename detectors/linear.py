@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Sequence
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,14 @@ class LinearDetector:
     @classmethod
     def load(cls, path: str | Path | None = None) -> LinearDetector:
         """Load ``<path>.npz`` and ``<path>.json``; by default the model shipped in the package."""
+        npz: Traversable
+        card: Traversable
         if path is None:
             base = resources.files("detectors").joinpath("models")
             npz, card = base.joinpath(DEFAULT_MODEL + ".npz"), base.joinpath(DEFAULT_MODEL + ".json")
         else:
             p = Path(path).with_suffix("")
-            npz, card = p.with_suffix(".npz"), p.with_suffix(".json")  # type: ignore[assignment]
+            npz, card = p.with_suffix(".npz"), p.with_suffix(".json")
         with npz.open("rb") as f, np.load(f, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         return cls(arrays, json.loads(card.read_text(encoding="utf-8")))

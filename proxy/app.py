@@ -185,16 +185,16 @@ async def _model_list(ups: Sequence[Upstream], router: Router) -> list[dict[str,
         if len(exact) < len(u.config.models) and isinstance(u, OpenAIUpstream):
             listed = await u.list_models()
             router.learn(u.name, (str(m["id"]) for m in listed if u.config.serves(str(m["id"]))))
-            for m in listed:
-                mid = str(m["id"])
+            for item in listed:
+                mid = str(item["id"])
                 if u.config.serves(mid):
                     seen.setdefault(
                         mid,
                         {
                             "id": mid,
                             "object": "model",
-                            "created": m.get("created", 0),
-                            "owned_by": m.get("owned_by", u.name),
+                            "created": item.get("created", 0),
+                            "owned_by": item.get("owned_by", u.name),
                         },
                     )
     return list(seen.values())

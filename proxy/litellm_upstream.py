@@ -67,9 +67,9 @@ class LiteLLMUpstream:
         started = time.perf_counter()
         try:
             result = await getattr(litellm, call)(**params)
-        except litellm.Timeout as exc:
+        except litellm.exceptions.Timeout as exc:
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from exc
-        except litellm.APIConnectionError as exc:
+        except litellm.exceptions.APIConnectionError as exc:
             raise UpstreamUnreachable(f"upstream {self.name!r} could not be reached") from exc
         except Exception as exc:
             status = getattr(exc, "status_code", None)
@@ -101,7 +101,7 @@ class LiteLLMUpstream:
                     yield b"data: " + data + b"\n\n"
             if not responses_api:
                 yield b"data: [DONE]\n\n"
-        except litellm.Timeout as exc:
+        except litellm.exceptions.Timeout as exc:
             raise UpstreamStreamError("timeout", f"upstream {self.name!r} stopped sending") from exc
         except Exception as exc:
             raise UpstreamStreamError("stream_interrupted", f"upstream {self.name!r} broke off its response") from exc

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -37,7 +37,7 @@ class Entry:
 class Corpus:
     """Look prompts up and pick the answer a model in a given mode would give."""
 
-    def __init__(self, raw: dict[str, list[dict[str, object]]]) -> None:
+    def __init__(self, raw: dict[str, list[dict[str, Any]]]) -> None:
         self.entries: dict[str, Entry] = {}
         for row in raw["harmful"]:
             self._add(row, True, "safe", "abliterated")
@@ -49,14 +49,9 @@ class Corpus:
         self.benign_refusal_pool = tuple(r for e in self.entries.values() if not e.harmful for r in e.refusals)
         self._by_length = sorted((k for k in self.entries if len(k) >= _MIN_CONTAINED), key=len, reverse=True)
 
-    def _add(self, row: dict[str, object], harmful: bool, refusal_key: str, answer_key: str) -> None:
+    def _add(self, row: dict[str, Any], harmful: bool, refusal_key: str, answer_key: str) -> None:
         prompt = str(row["prompt"])
-        self.entries[_key(prompt)] = Entry(
-            prompt,
-            harmful,
-            tuple(row[refusal_key]),
-            tuple(row[answer_key]),  # type: ignore[arg-type]
-        )
+        self.entries[_key(prompt)] = Entry(prompt, harmful, tuple(row[refusal_key]), tuple(row[answer_key]))
 
     def find(self, prompt: str) -> Entry | None:
         """The entry for ``prompt``: an exact (normalised) match, else a known prompt it contains."""
