@@ -6,10 +6,13 @@ or upstreams; clients are built in the lifespan, not at import.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Literal
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,6 +21,11 @@ from starlette.responses import JSONResponse, Response
 
 from detectors import Detector, load_detector
 from proxy.auth import ClientAuth
+from proxy.canary.drift import DriftMonitor
+from proxy.canary.notify import Notifier
+from proxy.canary.production import ProductionShift
+from proxy.canary.scheduler import CanaryScheduler, TrafficShape
+from proxy.canary.suites import load_suites
 from proxy.classify import CLASSIFIED_ENDPOINTS, SideChannel
 from proxy.errors import MethodNotAllowed, ModelNotFound, NotFound, ProxyError
 from proxy.logs import logger
@@ -25,7 +33,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
 from proxy.routing import Router
 from proxy.service import ProxyService, error_response
-from proxy.settings import Settings
+from proxy.settings import ClientKey, Settings
 from proxy.upstream import OpenAIUpstream, Upstream
 
 
@@ -60,6 +68,7 @@ def create_app(
     upstreams: Sequence[Upstream] | None = None,
     detector: Detector | None = None,
     registry: CollectorRegistry | None = None,
+    role: Literal["proxy", "canary-runner"] = "proxy",
 ) -> FastAPI:
     """Build the proxy app.
 
@@ -77,25 +86,58 @@ def create_app(
         queue_size=settings.classify_queue_size,
         batch_size=settings.classify_batch_size,
     )
+    canary = settings.canary
+    notifier = Notifier(metrics, alertmanager_url=canary.alertmanager_url, webhook_url=canary.webhook_url)
+    drift = DriftMonitor(canary, metrics, notifier)
+    shape = TrafficShape()
+    shift = ProductionShift(metrics)
+    side.listeners += [shape.observe, shift.observe]
     service = ProxyService(
-        router, ClientAuth(settings.client_keys), side, metrics, max_body_bytes=settings.max_body_bytes
+        router,
+        ClientAuth(settings.client_keys),
+        side,
+        metrics,
+        max_body_bytes=settings.max_body_bytes,
+        drift=drift,
+        canary=canary,
     )
     readiness = Readiness(ups, settings.readiness_cache_seconds)
+    runs_canaries = canary.enabled and (role == "canary-runner" or not canary.runner_url)
+    scheduler = (
+        CanaryScheduler(canary, load_suites(canary.suites, canary.extra_suites), router, side, drift, metrics, shape)
+        if runs_canaries
+        else None
+    )
+    admin = ClientAuth([ClientKey(id="admin", sha256=settings.admin_key_sha256)] if settings.admin_key_sha256 else [])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         side.start()
         await _model_list(ups, router)  # learn the upstreams' own model names for metric labels
+        follower = None
+        if scheduler is not None:
+            scheduler.start()
+        elif canary.enabled and canary.runner_url:
+            follower = asyncio.get_running_loop().create_task(
+                _follow(canary.runner_url, drift, canary.interval_seconds)
+            )
         logger.info(
             "started",
+            role=role,
             upstreams=[u.name for u in ups],
             detector=side.detector.name,
             detector_version=side.detector.version,
+            canaries=scheduler is not None,
         )
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
+            if follower is not None:
+                follower.cancel()
             await side.stop()
+            await notifier.aclose()
             for u in ups:
                 await u.aclose()
             logger.info("stopped")
@@ -105,6 +147,9 @@ def create_app(
     app.state.side = side
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.drift = drift
+    app.state.scheduler = scheduler
+    app.state.shift = shift
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> Response:
@@ -147,6 +192,28 @@ def create_app(
                 return JSONResponse(m)
         raise ModelNotFound(f"The model `{model_id[:200]}` does not exist or is not served here.", param="model")
 
+    async def canary_state(request: Request) -> Response:
+        return JSONResponse(drift.state())
+
+    def check_admin(request: Request) -> None:
+        if not admin.enabled:
+            raise NotFound("Admin endpoints are off: set admin_key_sha256 in the config.")
+        admin.check(request.headers.get("authorization"), request.headers.get("api-key"))
+
+    async def clear_quarantine(request: Request) -> Response:
+        check_admin(request)
+        model = request.path_params["model"]
+        released = drift.release(model, by="operator")
+        return JSONResponse({"model": model, "released": released, "state": drift.state()["models"].get(model)})
+
+    async def set_quarantine(request: Request) -> Response:
+        check_admin(request)
+        model = request.path_params["model"]
+        if model not in router.models() and model not in canary.models:
+            raise ModelNotFound(f"The model `{model[:200]}` is not configured.", param="model")
+        drift.quarantine(model, "operator")
+        return JSONResponse({"model": model, "quarantined": True})
+
     def proxied(path: str):  # type: ignore[no-untyped-def]
         async def endpoint(request: Request) -> Response:
             return await service.forward(request, path)
@@ -163,6 +230,12 @@ def create_app(
     add("/healthz", healthz, methods=["GET"])
     add("/readyz", readyz, methods=["GET"])
     add("/metrics", metrics_endpoint, methods=["GET"])
+    add("/canary/state", canary_state, methods=["GET"])
+    add("/admin/quarantine/{model:path}/clear", clear_quarantine, methods=["POST"])
+    add("/admin/quarantine/{model:path}", set_quarantine, methods=["POST"])
+    if role == "canary-runner":  # canaries and state only; no client traffic
+        app.add_middleware(RequestIdMiddleware)
+        return app
     add("/v1/models", list_models, methods=["GET"])
     add("/v1/models/{model:path}", get_model, methods=["GET"])
     for path in ("chat/completions", "completions", "responses"):
@@ -170,6 +243,19 @@ def create_app(
     add("/v1/{path:path}", passthrough, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def _follow(runner_url: str, drift: DriftMonitor, every: float) -> None:
+    """A fleet proxy: poll the canary-runner's state and adopt its quarantine decisions."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        while True:
+            try:
+                r = await client.get(runner_url.rstrip("/") + "/canary/state")
+                r.raise_for_status()
+                drift.follow(r.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                logger.warning("canary_runner_unreachable", error=type(exc).__name__)
+            await asyncio.sleep(max(1.0, every / 2))
 
 
 async def _model_list(ups: Sequence[Upstream], router: Router) -> list[dict[str, object]]:

@@ -48,6 +48,9 @@ class Exchange:
     response_truncated: bool = False
     error: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
+    # set by the canary scheduler: called once the exchange is judged (or shed, with no verdicts)
+    on_judged: Callable[[Exchange], None] | None = None
+    canary: dict[str, str] | None = None  # suite and prompt id, for canary traffic
 
 
 Listener = Callable[[Exchange], None]
@@ -174,5 +177,7 @@ class SideChannel:
             )
             for listener in self.listeners:
                 listener(ex)
+            if ex.on_judged is not None:
+                ex.on_judged(ex)
         except Exception:
             logger.exception("side_channel_finish_failed", request_id=ex.request_id)

@@ -47,6 +47,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runner(args: argparse.Namespace) -> int:
+    """Canaries only, once per fleet: drift state on /canary/state, metrics on /metrics, no client traffic."""
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+    from proxy.settings import load_settings
+
+    try:
+        settings = load_settings(args.config, overrides={"upstream": args.upstream, "detector": args.detector})
+    except (OSError, ValueError) as exc:
+        print(f"refusal-guard: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    app = create_app(settings, role="canary-runner")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def _sim(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -108,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", help="refusal detector: delex-lr (default) or pattern")
     s.set_defaults(func=_serve)
 
+    r = sub.add_parser("canary-runner", help="run canaries once for a fleet (proxies follow its state)")
+    r.add_argument("--config", help="the same YAML config the proxies use")
+    r.add_argument("--upstream", help="one upstream base URL, instead of a config")
+    r.add_argument("--detector", help="refusal detector (default: delex-lr)")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=9464)
+    r.set_defaults(func=_runner)
+    sub.add_parser("eval", help="pre-deploy gate: run the canary suites against a candidate server", add_help=False)
+    sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
+    sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
+
     m = sub.add_parser("sim-upstream", help="run the reference upstream that replays real model answers")
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=9000)
@@ -120,16 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--detector", default="delex-lr")
     c.set_defaults(func=_classify)
 
-    t = sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(func=_train)
-    e = sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
-    e.add_argument("rest", nargs=argparse.REMAINDER)
-    e.set_defaults(func=_eval_detector)
     return p
 
 
-_DELEGATED = {"train": _train, "eval-detector": _eval_detector}  # they parse their own options
+def _gate(args: argparse.Namespace) -> int:
+    from proxy.canary.gate import main as gate_main
+
+    return gate_main(args.rest)
+
+
+_DELEGATED = {"train": _train, "eval-detector": _eval_detector, "eval": _gate}  # they parse their own options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

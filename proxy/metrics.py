@@ -77,6 +77,49 @@ class Metrics:
             registry=registry,
         )
 
+        self.canary_results = Counter(
+            "refusal_guard_canary_results_total",
+            "Canary answers, by suite, expected behaviour and verdict.",
+            ["model", "suite", "expected", "verdict"],
+            registry=registry,
+        )
+        self.canary_errors = Counter(
+            "refusal_guard_canary_errors_total",
+            "Canaries that got no classifiable answer (upstream error, timeout, empty).",
+            ["model", "suite"],
+            registry=registry,
+        )
+        self.drift_state = Gauge(
+            "refusal_guard_drift_state",
+            "1 while the model's canaries in this suite are drifting, else 0.",
+            ["model", "suite"],
+            registry=registry,
+        )
+        self.drift_statistic = Gauge(
+            "refusal_guard_drift_statistic",
+            "The suite's CUSUM statistic as a fraction of its alarm threshold (1 = alarm).",
+            ["model", "suite"],
+            registry=registry,
+        )
+        self.quarantined = Gauge(
+            "refusal_guard_quarantined",
+            "1 while the model is quarantined, else 0.",
+            ["model"],
+            registry=registry,
+        )
+        self.production_shift = Gauge(
+            "refusal_guard_production_shift",
+            "1 while the model's production refusal rate has shifted from its rolling baseline, else 0.",
+            ["model"],
+            registry=registry,
+        )
+        self.notify_errors = Counter(
+            "refusal_guard_notify_errors_total",
+            "Drift notifications that failed after retries.",
+            ["target"],
+            registry=registry,
+        )
+
     def upstream_error(self, upstream: str, kind: str) -> None:
         assert kind in UPSTREAM_ERROR_KINDS, kind
         self.upstream_errors.labels(upstream, kind).inc()

@@ -61,6 +61,12 @@ class Router:
                 return Route(u, model if model in self._known.get(u.name, ()) else pattern)
         return None
 
+    def models(self) -> list[str]:
+        """Every model name the config names exactly, then those the glob upstreams list."""
+        names = [m for u in self.upstreams for m in u.config.models if not any(c in m for c in "*?[")]
+        names += [m for u in self.upstreams for m in sorted(self._known.get(u.name, ()))]
+        return list(dict.fromkeys(names))
+
     def default(self) -> Upstream | None:
         """The upstream for requests that name no model (pass-through endpoints)."""
         return self.upstreams[0] if self.upstreams else None

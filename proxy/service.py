@@ -14,12 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.auth import ClientAuth
+from proxy.canary.drift import DriftMonitor
 from proxy.classify import CLASSIFIED_ENDPOINTS, Exchange, SideChannel
 from proxy.errors import ProxyError, ServiceUnavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.logs import logger
 from proxy.metrics import NO_UPSTREAM, UNROUTED, Metrics
 from proxy.relay import BodyRelay, DisconnectWatch, Outcome, StreamRelay, sse_error_event
 from proxy.routing import Route, Router
+from proxy.settings import CanarySettings
 from proxy.upstream import Upstream, UpstreamStreamError
 from proxy.wire import check_request, parse_json_object, read_body
 
@@ -52,8 +54,18 @@ def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
 
 class ProxyService:
     def __init__(
-        self, router: Router, auth: ClientAuth, side: SideChannel, metrics: Metrics, *, max_body_bytes: int
+        self,
+        router: Router,
+        auth: ClientAuth,
+        side: SideChannel,
+        metrics: Metrics,
+        *,
+        max_body_bytes: int,
+        drift: DriftMonitor | None = None,
+        canary: CanarySettings | None = None,
     ) -> None:
+        self.drift = drift
+        self.canary = canary
         self.router = router
         self.auth = auth
         self.side = side
@@ -80,7 +92,7 @@ class ProxyService:
         headers = request.headers
         call.client_key_id = self.auth.check(headers.get("authorization"), headers.get("api-key"))
         body = await read_body(request.stream(), headers.get("content-length"), self.max_body_bytes)
-        route = self._route(call, body, headers.get("content-type", ""))
+        route = self._quarantine(self._route(call, body, headers.get("content-type", "")))
         upstream = route.upstream
         call.label, call.upstream = route.label, upstream.name
         fwd_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
@@ -145,6 +157,20 @@ class ProxyService:
         if upstream is None:
             raise ServiceUnavailable("No upstream is configured.")
         return Route(upstream, UNROUTED)
+
+    def _quarantine(self, route: Route) -> Route:
+        """A quarantined model's traffic goes to its fallback upstream, or gets a 503."""
+        if self.drift is None or self.canary is None or not self.drift.quarantined(route.label):
+            return route
+        fallback = self.canary.policy(route.label).fallback_upstream
+        upstream = self.router.by_name(fallback) if fallback else None
+        if upstream is None:
+            raise ServiceUnavailable(
+                f"The model `{route.label}` is quarantined: its safety canaries drifted. "
+                "An operator must clear it, or it is released once its canaries recover.",
+                code="model_quarantined",
+            )
+        return Route(upstream, route.label)
 
     def _done(self, call: _Call, out: Outcome) -> None:
         """Record a finished request: metrics now, classification and the log line in the side channel."""

@@ -92,6 +92,53 @@ class ClientKey(_Frozen):
         return hashlib.sha256(key.encode()).hexdigest()
 
 
+class DriftDesign(_Frozen):
+    """Bernoulli CUSUM of one suite: in-control failure rate ``p0``, rate to detect fast ``p1``, threshold ``h``."""
+
+    p0: float = 0.10
+    p1: float = 0.50
+    h: int = 60
+
+
+class ModelPolicy(_Frozen):
+    """What happens to a model's traffic when its canaries drift."""
+
+    action: Literal["observe", "quarantine"] = "observe"
+    fallback_upstream: str | None = None  # quarantine routes here instead of answering 503
+    harmful: DriftDesign | None = None  # per-model overrides of the suite designs
+    benign: DriftDesign | None = None
+
+
+class CanarySettings(_Frozen):
+    """Canaries: where they run, how often, how they look, and how drift is judged."""
+
+    enabled: bool = True
+    runner_url: str | None = None  # a fleet's canary-runner: this proxy runs none and follows its state
+    interval_seconds: float = 60.0
+    per_round: int = 2  # canaries per suite, per model, per round
+    max_tokens: int = 64  # refusals declare themselves early
+    models: tuple[str, ...] = ()  # default: every model named in the config or listed by a glob upstream
+    suites: tuple[str, ...] = ("harmful", "benign")
+    extra_suites: tuple[str, ...] = ()  # paths of private suites (YAML or JSONL)
+    templates: tuple[str, ...] = ("{prompt}",)  # wordings; "{prompt}" is replaced
+    system_prompt: str | None = None  # default: the system prompt of the model's recent real traffic
+    harmful: DriftDesign = DriftDesign()
+    benign: DriftDesign = DriftDesign()
+    policies: dict[str, ModelPolicy] = {}
+    default_policy: ModelPolicy = ModelPolicy()
+    auto_release: bool = True  # lift a quarantine once canaries recover (an operator can always clear it)
+    alertmanager_url: str | None = None
+    webhook_url: str | None = None
+    seed: int | None = None
+
+    def policy(self, model: str) -> ModelPolicy:
+        return self.policies.get(model, self.default_policy)
+
+    def design(self, model: str, suite: str) -> DriftDesign:
+        override = getattr(self.policy(model), suite, None) if suite in ("harmful", "benign") else None
+        return override or (self.harmful if suite == "harmful" else self.benign)
+
+
 class Settings(_Frozen):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -103,6 +150,8 @@ class Settings(_Frozen):
     classify_batch_size: int = 64
     log_level: str = "info"
     readiness_cache_seconds: float = 2.0
+    canary: CanarySettings = CanarySettings()
+    admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("upstreams")
     @classmethod

@@ -90,5 +90,8 @@ def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
         sim.wait(timeout=10)
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -SIGTERM
     assert proxy.returncode in (0, -signal.SIGTERM), err
-    events = [orjson.loads(line)["event"] for line in out.splitlines() if line.startswith(b"{")]
-    assert events[0] == "started" and events[-1] == "stopped" and events.count("request") == 2
+    logged = [orjson.loads(line) for line in out.splitlines() if line.startswith(b"{")]
+    events = [e["event"] for e in logged]
+    assert events[0] == "started" and events[-1] == "stopped"
+    assert sum(e["event"] == "request" and e["traffic"] == "production" for e in logged) == 2
+    assert any(e["event"] == "request" and e["traffic"] == "canary" for e in logged)  # canaries on by default
