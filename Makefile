@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim bench bench-detector
+.PHONY: install run test check lint clean sim bench bench-detector bench-audit
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,litellm]'
+	$(BIN)/pip install -q -e '.[dev,litellm,postgres]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -34,7 +34,10 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks write bench/results/; figures are quoted in the README with the machine they came from.
-bench: bench-detector
+bench: bench-detector bench-audit
+
+bench-audit: install
+	$(BIN)/python bench/audit.py
 
 bench-detector: install
 	$(BIN)/python bench/detector.py

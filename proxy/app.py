@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from detectors import Detector, load_detector
+from proxy.audit.writer import AuditWriter
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
 from proxy.canary.notify import Notifier
@@ -89,6 +90,14 @@ def create_app(
     canary = settings.canary
     notifier = Notifier(metrics, alertmanager_url=canary.alertmanager_url, webhook_url=canary.webhook_url)
     drift = DriftMonitor(canary, metrics, notifier)
+    audit = AuditWriter(settings.audit, metrics) if settings.audit.enabled else None
+    if audit is not None:
+        side.listeners.append(lambda ex: None if ex.audited else audit.submit(ex))
+        drift.listeners.append(
+            lambda t: audit.event(
+                "drift_transition", {"transition": t.event, "model": t.model, "suite": t.suite, **t.detail}
+            )
+        )
     shape = TrafficShape()
     shift = ProductionShift(metrics)
     side.listeners += [shape.observe, shift.observe]
@@ -100,6 +109,8 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         drift=drift,
         canary=canary,
+        audit=audit,
+        strict=settings.audit.durability == "strict",
     )
     readiness = Readiness(ups, settings.readiness_cache_seconds)
     runs_canaries = canary.enabled and (role == "canary-runner" or not canary.runner_url)
@@ -112,6 +123,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if audit is not None:
+            audit.start()
         side.start()
         await _model_list(ups, router)  # learn the upstreams' own model names for metric labels
         follower = None
@@ -138,6 +151,8 @@ def create_app(
                 follower.cancel()
             await side.stop()
             await notifier.aclose()
+            if audit is not None:
+                await asyncio.to_thread(audit.stop)
             for u in ups:
                 await u.aclose()
             logger.info("stopped")
@@ -150,6 +165,7 @@ def create_app(
     app.state.drift = drift
     app.state.scheduler = scheduler
     app.state.shift = shift
+    app.state.audit = audit
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> Response:
@@ -178,6 +194,8 @@ def create_app(
 
     async def metrics_endpoint(request: Request) -> Response:
         metrics.classification_queue_depth.set(side.pending)
+        if audit is not None:
+            metrics.audit_queue_depth.set(audit.depth)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def list_models(request: Request) -> Response:

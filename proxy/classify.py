@@ -51,6 +51,8 @@ class Exchange:
     # set by the canary scheduler: called once the exchange is judged (or shed, with no verdicts)
     on_judged: Callable[[Exchange], None] | None = None
     canary: dict[str, str] | None = None  # suite and prompt id, for canary traffic
+    headers: list[tuple[str, str]] = field(default_factory=list)  # request headers, lower-cased names
+    audited: bool = False  # already committed to the audit log (strict durability)
 
 
 Listener = Callable[[Exchange], None]
@@ -95,6 +97,16 @@ class SideChannel:
             self._finish(ex, shed=True)
         except Exception:  # the side channel never fails a request
             logger.exception("side_channel_submit_failed", request_id=ex.request_id)
+
+    async def judge(self, ex: Exchange) -> None:
+        """Classify now, in the classify thread (strict audit needs the verdict before the response ends)."""
+        if ex.endpoint is None or ex.status >= 400 or not ex.response:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._classify_batch, [ex])
+
+    def finish(self, ex: Exchange) -> None:
+        """Metrics, log line and listeners for an exchange already judged."""
+        self._finish(ex)
 
     @property
     def pending(self) -> int:

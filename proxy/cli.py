@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "host": args.host,
                 "port": args.port,
                 "detector": args.detector,
+                "audit": args.audit,
             },
         )
     except (OSError, ValueError) as exc:
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (default 8080)")
     s.add_argument("--detector", help="refusal detector: delex-lr (default) or pattern")
+    s.add_argument(
+        "--audit", help="audit log URL: sqlite:///var/audit.db (default), postgresql://..., jsonl:///path, jsonl://-"
+    )
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("canary-runner", help="run canaries once for a fleet (proxies follow its state)")
@@ -135,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=9464)
     r.set_defaults(func=_runner)
     sub.add_parser("eval", help="pre-deploy gate: run the canary suites against a candidate server", add_help=False)
+    sub.add_parser("audit", help="read and verify the audit log: tail, show, export, verify", add_help=False)
     sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
     sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
 
@@ -159,7 +164,18 @@ def _gate(args: argparse.Namespace) -> int:
     return gate_main(args.rest)
 
 
-_DELEGATED = {"train": _train, "eval-detector": _eval_detector, "eval": _gate}  # they parse their own options
+def _audit(args: argparse.Namespace) -> int:
+    from proxy.audit.cli import main as audit_main
+
+    return audit_main(args.rest)
+
+
+_DELEGATED = {
+    "train": _train,
+    "eval-detector": _eval_detector,
+    "eval": _gate,
+    "audit": _audit,
+}  # they parse their own options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

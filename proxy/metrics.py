@@ -120,6 +120,26 @@ class Metrics:
             registry=registry,
         )
 
+        self.audit_records = Counter(
+            "refusal_guard_audit_records_total", "Audit records committed to the sink.", registry=registry
+        )
+        self.audit_queue_depth = Gauge(
+            "refusal_guard_audit_queue_depth", "Audit records waiting to be written.", registry=registry
+        )
+        self.audit_spooled = Counter(
+            "refusal_guard_audit_spooled_total",
+            "Audit records written to the local spool while the sink was down.",
+            registry=registry,
+        )
+        self.audit_dropped = Counter(
+            "refusal_guard_audit_dropped_total",
+            "Audit records lost (queue full, or spool unwritable).",
+            registry=registry,
+        )
+        self.audit_write_errors = Counter(
+            "refusal_guard_audit_write_errors_total", "Failed writes to the audit sink.", registry=registry
+        )
+
     def upstream_error(self, upstream: str, kind: str) -> None:
         assert kind in UPSTREAM_ERROR_KINDS, kind
         self.upstream_errors.labels(upstream, kind).inc()

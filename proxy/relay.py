@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +100,16 @@ class BodyRelay(Response):
 class StreamRelay(Response):
     """Relay an upstream SSE stream chunk by chunk; keep up to ``keep`` bytes for classification."""
 
-    def __init__(self, upstream: UpstreamResponse, *, keep: int, error_event: bytes, on_sent: OnSent) -> None:
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        *,
+        keep: int,
+        error_event: bytes,
+        on_sent: OnSent,
+        before_end: Callable[[Outcome], Awaitable[None]] | None = None,
+    ) -> None:
+        self._before_end = before_end
         self.status_code = upstream.status_code
         self.raw_headers = upstream.headers
         self.background = None
@@ -138,6 +147,17 @@ class StreamRelay(Response):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             out.disconnected = watch.disconnected
             if not out.disconnected:
+                if self._before_end is not None:  # strict audit: the stream ends once its record is durable
+                    out.body = b"".join(kept)
+                    try:
+                        await self._before_end(out)
+                    except Exception:
+                        failed = sse_error_event(
+                            "The audit log cannot record this exchange (strict durability).",
+                            code="audit_unavailable",
+                            responses_api=False,
+                        )
+                        await send({"type": "http.response.body", "body": failed, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
         except OSError:  # the server reports a client gone away while we were sending
             out.disconnected = True

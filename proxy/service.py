@@ -8,11 +8,13 @@ metrics, logs) runs before the client has its bytes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.audit.record import safe_headers
+from proxy.audit.writer import AuditWriter
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
 from proxy.classify import CLASSIFIED_ENDPOINTS, Exchange, SideChannel
@@ -45,6 +47,8 @@ class _Call:
     upstream: str = NO_UPSTREAM
     stream: bool = False
     request: dict | None = None  # type: ignore[type-arg]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    exchange: Exchange | None = None  # built early under strict audit durability
 
 
 def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
@@ -63,7 +67,11 @@ class ProxyService:
         max_body_bytes: int,
         drift: DriftMonitor | None = None,
         canary: CanarySettings | None = None,
+        audit: AuditWriter | None = None,
+        strict: bool = False,
     ) -> None:
+        self.audit = audit
+        self.strict = strict and audit is not None
         self.drift = drift
         self.canary = canary
         self.router = router
@@ -96,6 +104,8 @@ class ProxyService:
         upstream = route.upstream
         call.label, call.upstream = route.label, upstream.name
         fwd_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        if self.audit is not None:
+            call.headers = list(safe_headers([(k.lower(), v) for k, v in fwd_headers]).items())
         async with DisconnectWatch(request.receive) as watch:
             try:
                 up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, request.url.query)
@@ -118,6 +128,7 @@ class ProxyService:
                     msg, code="upstream_stream_interrupted", responses_api=call.endpoint == "responses"
                 ),
                 on_sent=lambda out: self._done(call, out),
+                before_end=(lambda out: self._hold(call, out)) if self.strict else None,
             )
         t0 = time.perf_counter()
         try:
@@ -134,6 +145,13 @@ class ProxyService:
             self._done(call, out)
             return Response(status_code=499)
         call.stream = False if up.status_code >= 400 else call.stream
+        if self.strict:
+            try:
+                await self._hold(call, out)
+            except Exception as exc:
+                raise ServiceUnavailable(
+                    "The audit log cannot record this exchange (strict durability).", code="audit_unavailable"
+                ) from exc
         return BodyRelay(up.status_code, up.headers, content, out, lambda o: self._done(call, o))
 
     def _route(self, call: _Call, body: bytes, content_type: str) -> Route:
@@ -185,30 +203,45 @@ class ProxyService:
                 self.metrics.overhead.observe(max(0.0, duration - out.upstream_wait))
             if out.error_kind:
                 self.metrics.upstream_error(call.upstream, out.error_kind)
-            self.side.submit(
-                Exchange(
-                    request_id=call.request_id,
-                    method=call.method,
-                    path="/v1/" + call.path,
-                    endpoint=call.endpoint if call.upstream != NO_UPSTREAM else None,
-                    model=call.model,
-                    model_label=call.label,
-                    upstream=call.upstream,
-                    traffic="production",
-                    stream=call.stream,
-                    status=out.status,
-                    started=call.started_wall,
-                    duration=duration,
-                    upstream_wait=out.upstream_wait,
-                    client_key_id=call.client_key_id,
-                    request=call.request,
-                    response=out.body,
-                    response_truncated=out.truncated,
-                    error=out.error or ("client disconnected" if out.disconnected else None),
-                )
-            )
+            if call.exchange is not None:  # strict durability: judged and audited before the response ended
+                self.side.finish(call.exchange)
+            else:
+                self.side.submit(self._exchange(call, out, duration))
         except Exception:  # monitoring never breaks traffic
             logger.exception("record_failed", request_id=call.request_id)
+
+    def _exchange(self, call: _Call, out: Outcome, duration: float | None = None) -> Exchange:
+        return Exchange(
+            request_id=call.request_id,
+            method=call.method,
+            path="/v1/" + call.path,
+            endpoint=call.endpoint if call.upstream != NO_UPSTREAM else None,
+            model=call.model,
+            model_label=call.label,
+            upstream=call.upstream,
+            traffic="production",
+            stream=call.stream,
+            status=out.status,
+            started=call.started_wall,
+            duration=time.perf_counter() - call.started if duration is None else duration,
+            upstream_wait=out.upstream_wait,
+            client_key_id=call.client_key_id,
+            request=call.request,
+            response=out.body,
+            response_truncated=out.truncated,
+            error=out.error or ("client disconnected" if out.disconnected else None),
+            headers=call.headers,
+        )
+
+    async def _hold(self, call: _Call, out: Outcome) -> None:
+        """Strict durability: judge and commit the record before the response may end."""
+        if self.audit is None:
+            return
+        ex = self._exchange(call, out)
+        await self.side.judge(ex)
+        await self.audit.commit(ex)
+        ex.audited = True
+        call.exchange = ex
 
 
 def _as_proxy_error(exc: UpstreamStreamError) -> ProxyError:

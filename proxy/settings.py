@@ -139,6 +139,28 @@ class CanarySettings(_Frozen):
         return override or (self.harmful if suite == "harmful" else self.benign)
 
 
+class AuditSettings(_Frozen):
+    """The audit log: where records go, how durable, how private, and for how long."""
+
+    enabled: bool = True
+    url: str = (
+        "sqlite:///var/audit.db"  # sqlite:///relative, sqlite:////absolute, postgresql://..., jsonl:///path, jsonl://-
+    )
+    durability: Literal["default", "strict"] = (
+        "default"  # strict: a response completes only once its record is committed
+    )
+    privacy: Literal["full", "redact", "hash", "metadata"] = "full"
+    redact_patterns: tuple[str, ...] = ()  # extra regexes, on top of emails, phone numbers and key-like strings
+    hash_salt_env: str = "REFUSAL_GUARD_AUDIT_SALT"  # privacy: hash salts content with this variable's value
+    spool_path: str | None = None  # default: beside the SQLite file, or ./var/audit-spool.jsonl
+    retention_days: float | None = None
+    queue_size: int = 100_000
+    batch_size: int = 256
+    flush_seconds: float = 0.2  # a batch is written at least this often: the most a crash can lose by default
+    retry_seconds: float = 2.0  # how often a down sink is retried (records spool meanwhile)
+    checkpoint_seconds: float = 30.0  # how often the chain head goes to the log stream
+
+
 class Settings(_Frozen):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -151,6 +173,7 @@ class Settings(_Frozen):
     log_level: str = "info"
     readiness_cache_seconds: float = 2.0
     canary: CanarySettings = CanarySettings()
+    audit: AuditSettings = AuditSettings()
     admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("upstreams")
@@ -207,6 +230,9 @@ def load_settings(
         if ENV_PREFIX + var in env:
             data[field] = env[ENV_PREFIX + var]
     over = dict(overrides or {})
+    audit_url = over.pop("audit", None) or env.get(ENV_PREFIX + "AUDIT")
+    if audit_url:
+        data["audit"] = {**data.get("audit", {}), "url": audit_url}
     upstream = over.pop("upstream", None) or env.get(ENV_PREFIX + "UPSTREAM")
     if upstream:
         data["upstreams"] = [

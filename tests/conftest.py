@@ -51,7 +51,8 @@ def start_proxy() -> Iterator[Any]:
 
     def start(settings: Settings | dict[str, Any], **kw: Any) -> Proxy:
         if isinstance(settings, dict):
-            settings = {"canary": {"enabled": False}, **settings}  # drill tests turn canaries on
+            # drill and audit tests turn these on
+            settings = {"canary": {"enabled": False}, "audit": {"enabled": False}, **settings}
             settings = Settings.model_validate(settings)
         registry = kw.pop("registry", None) or CollectorRegistry()
         app = create_app(settings, registry=registry, **kw)
