@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=9464)
     r.set_defaults(func=_runner)
     sub.add_parser("eval", help="pre-deploy gate: run the canary suites against a candidate server", add_help=False)
+    sub.add_parser("drill", help="fire drill: prove the page path end to end (needs prometheus)", add_help=False)
     sub.add_parser("audit", help="read and verify the audit log: tail, show, export, verify", add_help=False)
     sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
     sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)

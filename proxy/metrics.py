@@ -89,6 +89,12 @@ class Metrics:
             ["model", "suite"],
             registry=registry,
         )
+        self.canary_target = Gauge(
+            "refusal_guard_canary_target",
+            "1 for each model canaries are sent to (alerts watch for targets whose results stop coming).",
+            ["model"],
+            registry=registry,
+        )
         self.drift_state = Gauge(
             "refusal_guard_drift_state",
             "1 while the model's canaries in this suite are drifting, else 0.",

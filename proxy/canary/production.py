@@ -55,6 +55,9 @@ class ProductionShift:
     def add(self, model: str, refused: int, total: int) -> None:
         now = self.clock()
         start = now - now % self.s.bucket_seconds
+        if model not in self._buckets:
+            self.shifted[model] = False
+            self.metrics.production_shift.labels(model).set(0)
         q = self._buckets.setdefault(model, deque())
         if not q or q[-1][0] != start:
             if q:

@@ -133,6 +133,10 @@ class CanaryScheduler:
             await asyncio.sleep(max(0.0, self.canary.interval_seconds * jitter - (time.monotonic() - started)))
 
     async def run_round(self) -> None:
+        for model in self.targets():
+            self.metrics.canary_target.labels(model).set(1)
+            for suite in self.suites:  # series exist at zero, so "no errors" is data, not absence
+                self.metrics.canary_errors.labels(model, suite.name)
         jobs = [
             self._send(model, suite)
             for model in self.targets()

@@ -1,0 +1,208 @@
+"""``refusal-guard drill --alertmanager URL``: prove the page path end to end, without real traffic.
+
+It starts a reference upstream (``sim-upstream``), a proxy in front of it with fast canaries, and a
+real Prometheus (Debian's ``prometheus``) that scrapes the proxy, loads ``deploy/prometheus/rules.yml``
+and sends alerts to your Alertmanager. Then it switches the upstream to ``abliterated`` and waits for
+the ``RefusalGuardCanaryRefusalCollapse`` alert of the drill model to reach Alertmanager (and from
+there your pager), switches back, and waits for it to resolve. The drill model is called
+``refusal-guard-drill`` and every alert carries ``drill="true"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DRILL_MODEL = "refusal-guard-drill"
+ALERT = "RefusalGuardCanaryRefusalCollapse"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Any, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    return False
+
+
+class Served:
+    """An ASGI app on a loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        if not wait_until(lambda: self.server.started, 20, 0.05):
+            raise RuntimeError("server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class PrometheusProcess:
+    """A real Prometheus scraping ``targets`` every second and evaluating ``rules`` every second."""
+
+    def __init__(
+        self,
+        targets: list[str],
+        *,
+        rules: Path | None = None,
+        alertmanager: str | None = None,
+        external_labels: dict[str, str] | None = None,
+        binary: str = "prometheus",
+    ) -> None:
+        exe = shutil.which(binary) or binary
+        self.dir = Path(tempfile.mkdtemp(prefix="rg-prom-"))
+        self.port = free_port()
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "external_labels": external_labels or {}},
+            "scrape_configs": [{"job_name": "refusal-guard", "static_configs": [{"targets": targets}]}],
+        }
+        if rules:
+            config["rule_files"] = [str(rules.resolve())]
+        if alertmanager:
+            am = alertmanager.split("://", 1)[-1].rstrip("/")
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]}
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "log", "wb"),  # noqa: SIM115
+        )
+        if not wait_until(lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200, 30, 0.2):
+            self.stop()
+            raise RuntimeError(f"prometheus did not become ready: {(self.dir / 'log').read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
+        r.raise_for_status()
+        return list(r.json()["data"]["result"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _alerts(alertmanager: str) -> list[dict[str, Any]]:
+    r = httpx.get(
+        alertmanager.rstrip("/") + "/api/v2/alerts",
+        params={"filter": [f'alertname="{ALERT}"', f'model="{DRILL_MODEL}"'], "active": "true"},
+        timeout=5,
+    )
+    r.raise_for_status()
+    return list(r.json())
+
+
+def run_drill(
+    alertmanager: str, *, rules: Path, timeout: float = 240.0, prometheus: str = "prometheus", log: Any = print
+) -> dict[str, float]:
+    """Run the drill; return how long the page and its resolution took (seconds). Raises on failure."""
+    from proxy.app import create_app
+    from proxy.settings import Settings
+    from proxy.sim.app import create_sim_app
+
+    sim = Served(create_sim_app("safe", models=(DRILL_MODEL,)))
+    settings = Settings.model_validate(
+        {
+            "upstreams": [{"name": "drill-sim", "base_url": sim.url + "/v1", "models": [DRILL_MODEL]}],
+            "canary": {"interval_seconds": 0.2, "per_round": 2},
+            "audit": {"enabled": False},
+        }
+    )
+    proxy = Served(create_app(settings))
+    prom = PrometheusProcess(
+        [f"127.0.0.1:{proxy.port}"],
+        rules=rules,
+        alertmanager=alertmanager,
+        external_labels={"drill": "true"},
+        binary=prometheus,
+    )
+    try:
+        log(f"drill: proxy {proxy.url}, sim {sim.url}, prometheus {prom.url}, alertmanager {alertmanager}")
+        if not wait_until(lambda: prom.query(f'refusal_guard_canary_results_total{{model="{DRILL_MODEL}"}}'), 60):
+            raise RuntimeError("prometheus sees no canary results from the drill proxy")
+        if _alerts(alertmanager):
+            raise RuntimeError("a drill alert is already active in alertmanager; wait for it to resolve")
+        httpx.post(sim.url + "/sim/mode", json={"mode": "abliterated"}).raise_for_status()
+        started = time.monotonic()
+        log("drill: upstream switched to abliterated; waiting for the page")
+        if not wait_until(lambda: bool(_alerts(alertmanager)), timeout, 1.0):
+            raise RuntimeError(f"no {ALERT} alert for {DRILL_MODEL} reached alertmanager within {timeout:.0f} s")
+        paged = time.monotonic() - started
+        log(f"drill: alert active in alertmanager after {paged:.1f} s; switching back")
+        httpx.post(sim.url + "/sim/mode", json={"mode": "safe"}).raise_for_status()
+        back = time.monotonic()
+        if not wait_until(lambda: not _alerts(alertmanager), timeout, 1.0):
+            raise RuntimeError(f"the {ALERT} alert did not resolve within {timeout:.0f} s")
+        resolved = time.monotonic() - back
+        log(f"drill: resolved {resolved:.1f} s after the switch back")
+        return {"page_seconds": paged, "resolve_seconds": resolved}
+    finally:
+        prom.stop()
+        proxy.stop()
+        sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="refusal-guard drill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--alertmanager", required=True, help="Alertmanager base URL, e.g. http://127.0.0.1:9093")
+    p.add_argument("--rules", type=Path, default=ROOT / "deploy" / "prometheus" / "rules.yml")
+    p.add_argument("--prometheus", default="prometheus", help="the prometheus binary")
+    p.add_argument("--timeout", type=float, default=240.0)
+    args = p.parse_args(argv)
+    try:
+        result = run_drill(args.alertmanager, rules=args.rules, timeout=args.timeout, prometheus=args.prometheus)
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        print(f"drill FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"drill PASSED: paged after {result['page_seconds']:.1f} s, resolved {result['resolve_seconds']:.1f} s after recovery"
+    )
+    return 0
