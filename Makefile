@@ -43,8 +43,8 @@ bench-detector: install
 	$(BIN)/python bench/detector.py
 
 lint: install
-	$(BIN)/ruff check proxy detectors tests scripts bench
-	$(BIN)/ruff format --check proxy detectors tests scripts bench
+	$(BIN)/ruff check proxy detectors tests scripts bench grafana deploy
+	$(BIN)/ruff format --check proxy detectors tests scripts bench grafana deploy
 	$(BIN)/mypy
 
 check: lint test
