@@ -58,22 +58,10 @@ class PostgresSink:
             raise
 
     def read(self, query: Query = _ALL) -> Iterator[dict[str, Any]]:
-        sql, args, where = "SELECT record_text FROM audit", [], []
-        for col, value in (
-            ("ts_start >= %s", query.since),
-            ("ts_start < %s", query.until),
-            ("traffic = %s", query.traffic),
-            ("verdict = %s", query.verdict),
-            ("request_id = %s", query.request_id),
-        ):
-            if value is not None:
-                where.append(col)
-                args.append(value)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, args = query.where("%s")
         conn = self._connect()
         with conn.transaction(), conn.cursor() as cur:
-            for (text,) in cur.execute(sql + " ORDER BY id", args):
+            for (text,) in cur.execute("SELECT record_text FROM audit" + where + " ORDER BY id", args):
                 r = orjson.loads(text)
                 if query.matches(r):
                     yield r

@@ -28,6 +28,21 @@ class Query:
     traffic: str | None = None
     request_id: str | None = None
 
+    def where(self, placeholder: str) -> tuple[str, list[str]]:
+        """The SQL filter for the indexed columns (``model`` is matched in Python: it may be a name or a label)."""
+        clauses, args = [], []
+        for column, op, value in (
+            ("ts_start", ">=", self.since),
+            ("ts_start", "<", self.until),
+            ("traffic", "=", self.traffic),
+            ("verdict", "=", self.verdict),
+            ("request_id", "=", self.request_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} {placeholder}")
+                args.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
     def matches(self, r: dict[str, Any]) -> bool:
         ts = r.get("ts_start") or ""
         return (
@@ -123,21 +138,8 @@ class SQLiteSink:
             raise
 
     def read(self, query: Query = _ALL) -> Iterator[dict[str, Any]]:
-        sql, args = "SELECT record FROM audit", []
-        where = []
-        for col, value in (
-            ("ts_start >= ?", query.since),
-            ("ts_start < ?", query.until),
-            ("traffic = ?", query.traffic),
-            ("verdict = ?", query.verdict),
-            ("request_id = ?", query.request_id),
-        ):
-            if value is not None:
-                where.append(col)
-                args.append(value)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        for (text,) in self._connect().execute(sql + " ORDER BY id", args):
+        where, args = query.where("?")
+        for (text,) in self._connect().execute("SELECT record FROM audit" + where + " ORDER BY id", args):
             r = orjson.loads(text)
             if query.matches(r):
                 yield r
