@@ -10,9 +10,11 @@ are judged by the side channel like any response (``traffic="canary"``) and fed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -48,6 +50,8 @@ class TrafficShape:
 
     def __init__(self) -> None:
         self._shapes: dict[str, dict[str, Any]] = {}
+        self.seen: list[str] = []  # models with production traffic, in order of first sight
+        self.on_new_model: Callable[[str], None] | None = None
 
     def observe(self, ex: Exchange) -> None:
         """Side-channel listener: remember the shape of a production chat request."""
@@ -61,7 +65,12 @@ class TrafficShape:
         ]
         if system:
             shape["system"] = system[0]
-        self._shapes[ex.model_label] = shape
+        label = ex.model_label
+        if label not in self._shapes and not any(c in label for c in "*?["):
+            self.seen.append(label)  # a bounded set: labels are config names or names the upstream lists
+            if self.on_new_model is not None:
+                self.on_new_model(label)
+        self._shapes[label] = shape
         if ex.model and ex.model != ex.model_label:
             self._shapes[ex.model] = shape
 
@@ -108,10 +117,21 @@ class CanaryScheduler:
         self.rng = random.Random(canary.seed)
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.rounds = 0
+        shape.on_new_model = self.poke
 
     def targets(self) -> list[str]:
-        return list(self.canary.models) or self.router.models()
+        """``canary.models``, else every model the config names exactly plus every model that has had
+        production traffic (a glob upstream may list dozens of models no one uses: embeddings, TTS...)."""
+        if self.canary.models:
+            return list(self.canary.models)
+        exact = [m for u in self.router.upstreams for m in u.config.models if not any(c in m for c in "*?[")]
+        return list(dict.fromkeys([*exact, *self.shape.seen]))
+
+    def poke(self, model: str | None = None) -> None:
+        """Run a round now (a model seen for the first time is checked at once, not at the next interval)."""
+        self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="refusal-guard-canaries")
@@ -130,7 +150,10 @@ class CanaryScheduler:
             except Exception:  # a canary failure never takes the proxy down
                 logger.exception("canary_round_failed")
             jitter = self.rng.uniform(0.9, 1.1)
-            await asyncio.sleep(max(0.0, self.canary.interval_seconds * jitter - (time.monotonic() - started)))
+            wait = max(0.0, self.canary.interval_seconds * jitter - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
 
     async def run_round(self) -> None:
         for model in self.targets():
