@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim bench bench-detector bench-audit
+.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy bench-proxy
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: install
 
 # Benchmarks write bench/results/; figures are quoted in the README with the machine they came from.
 bench: bench-detector bench-audit
+
+# needs Debian's wrk; LITELLM_VENV=path adds LiteLLM's proxy from its own virtualenv
+bench-proxy: install
+	$(BIN)/python bench/proxy.py $(if $(LITELLM_VENV),--litellm-venv $(LITELLM_VENV))
 
 bench-audit: install
 	$(BIN)/python bench/audit.py
