@@ -34,7 +34,7 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks write bench/results/; figures are quoted in the README with the machine they came from.
-bench: bench-detector bench-audit
+bench: bench-detector bench-audit bench-proxy
 
 # needs Debian's wrk; LITELLM_VENV=path adds LiteLLM's proxy from its own virtualenv
 bench-proxy: install
