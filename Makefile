@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy bench-proxy
+.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
