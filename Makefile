@@ -11,14 +11,19 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# `make run` installs the package alone (light: no litellm, no test tools); `make test` adds the extras.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,litellm,postgres]'
-	touch $@
+	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed
 
 # The proxy on 127.0.0.1:$(PORT), in front of $$UPSTREAM_BASE_URL, or of a local sim-upstream when unset.
-run: install
+run: $(VENV)/.installed-run
 	@if [ -n "$$UPSTREAM_BASE_URL" ]; then \
 		exec $(BIN)/refusal-guard serve --upstream "$$UPSTREAM_BASE_URL" --port $(PORT); \
 	else \
@@ -27,7 +32,7 @@ run: install
 		$(BIN)/refusal-guard serve --upstream http://127.0.0.1:$(SIM_PORT)/v1 --port $(PORT); \
 	fi
 
-sim: install
+sim: $(VENV)/.installed-run
 	$(BIN)/refusal-guard sim-upstream --port $(SIM_PORT)
 
 test: install
