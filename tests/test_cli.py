@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -67,8 +68,9 @@ def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
     """The quick start, as processes: sim-upstream, then serve --upstream; modes switch at run time."""
     sim_port, port = free_port(), free_port()
     sim = subprocess.Popen([*CLI, "sim-upstream", "--port", str(sim_port)], stderr=subprocess.DEVNULL)
+    audit = f"sqlite:///{tempfile.mkdtemp()}/audit.db"  # keep audit files out of the tree
     proxy = subprocess.Popen(
-        [*CLI, "serve", "--upstream", f"http://127.0.0.1:{sim_port}/v1", "--port", str(port)],
+        [*CLI, "serve", "--upstream", f"http://127.0.0.1:{sim_port}/v1", "--port", str(port), "--audit", audit],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
