@@ -200,10 +200,16 @@ def test_glob_upstreams_get_canaries_only_for_models_in_use(start_proxy: Any) ->
     first request triggers a canary round at once instead of at the next interval."""
     up = TestUpstream()
     with run_server(up.app) as server:
-        p: Proxy = start_proxy({"upstreams": [{"name": "t", "base_url": server.url + "/v1", "models": ["*"]}],
-                                "canary": {"enabled": True, "interval_seconds": 3600, "per_round": 1}})
+        p: Proxy = start_proxy(
+            {
+                "upstreams": [{"name": "t", "base_url": server.url + "/v1", "models": ["*"]}],
+                "canary": {"enabled": True, "interval_seconds": 3600, "per_round": 1},
+            }
+        )
         assert wait_for(lambda: p.app.state.scheduler.rounds >= 1)
         assert up.seen == []  # the upstream lists "echo", but nobody uses it yet: no canaries
-        httpx.post(p.url + "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "mine"}]})
+        httpx.post(
+            p.url + "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "mine"}]}
+        )
         assert wait_for(lambda: any(b'"mine"' not in s["body"] for s in up.seen), timeout=10)
         assert p.app.state.scheduler.targets() == ["echo"]
