@@ -69,12 +69,6 @@ class PayloadTooLarge(ProxyError):
     code = "request_too_large"
 
 
-class UnsupportedMediaType(ProxyError):
-    status_code = 415
-    type = "invalid_request_error"
-    code = "unsupported_media_type"
-
-
 class UpstreamUnreachable(ProxyError):
     """Connection refused, DNS failure, TLS failure, connection reset before a response."""
 
