@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Proxy
 from tests.servers import ServerThread
 
 json_values = st.recursive(
