@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from tests.servers import ServerThread
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=30,
 )
 chat_like = st.fixed_dictionaries(
     {},
     optional={
-        "model": st.one_of(st.just("sim-model"), st.text(max_size=30), st.integers(), st.none()),
+        "model": st.one_of(st.just("sim-model"), st.text(max_size=30), st.integers(-(2**63), 2**63 - 1), st.none()),
         "messages": st.one_of(
             st.lists(
                 st.fixed_dictionaries(
@@ -71,14 +71,14 @@ def check(r: httpx.Response) -> None:
         assert set(err) == {"message", "type", "param", "code"}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=chat_like, path=st.sampled_from(PATHS))
 def test_random_json_bodies(fuzz_proxy: httpx.Client, body: dict[str, Any], path: str) -> None:
     """Well-formed JSON of the wrong shapes gets a 2xx relay or an OpenAI 4xx, never a 5xx."""
     check(fuzz_proxy.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"}))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     raw=st.binary(max_size=300),
     path=st.sampled_from(PATHS),
@@ -89,7 +89,7 @@ def test_random_bytes(fuzz_proxy: httpx.Client, raw: bytes, path: str, content_t
     check(fuzz_proxy.post(path, content=raw, headers={"content-type": content_type} if content_type else {}))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     value=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
     name=st.sampled_from(["x-request-id", "authorization", "content-length", "api-key", "x-custom"]),
@@ -110,7 +110,7 @@ def test_deeply_nested_and_huge_json(fuzz_proxy: httpx.Client) -> None:
     """Deep nesting and bodies over the limit are refused cleanly; the proxy stays up."""
     deep = b'{"model": "sim-model", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     check(fuzz_proxy.post("/v1/chat/completions", content=deep, headers={"content-type": "application/json"}))
-    big = b'{"model": "sim-model", "x": "' + b"a" * 200_000 + b'"}'
+XX
     r = fuzz_proxy.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert fuzz_proxy.get("/healthz").status_code == 200
