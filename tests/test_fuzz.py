@@ -71,14 +71,18 @@ def check(r: httpx.Response) -> None:
         assert set(err) == {"message", "type", "param", "code"}
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=chat_like, path=st.sampled_from(PATHS))
 def test_random_json_bodies(fuzz_proxy: httpx.Client, body: dict[str, Any], path: str) -> None:
     """Well-formed JSON of the wrong shapes gets a 2xx relay or an OpenAI 4xx, never a 5xx."""
     check(fuzz_proxy.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"}))
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     raw=st.binary(max_size=300),
     path=st.sampled_from(PATHS),
@@ -110,7 +114,12 @@ def test_deeply_nested_and_huge_json(fuzz_proxy: httpx.Client) -> None:
     """Deep nesting and bodies over the limit are refused cleanly; the proxy stays up."""
     deep = b'{"model": "sim-model", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     check(fuzz_proxy.post("/v1/chat/completions", content=deep, headers={"content-type": "application/json"}))
-XX
+    big = b'{"model": "sim-model", "x": "' + b"a" * 200_000 + b'"}'
     r = fuzz_proxy.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413
+    huge_int = (
+        b'{"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1' + b"0" * 40 + b"}"
+    )
+    r = fuzz_proxy.post("/v1/chat/completions", content=huge_int, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     assert fuzz_proxy.get("/healthz").status_code == 200
