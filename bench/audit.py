@@ -22,7 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.detector import _cpu, _port, _wait  # noqa: E402
+from bench.detector import _cpu  # noqa: E402
+from proxy.drill import free_port, wait_http  # noqa: E402
 
 CLI = [sys.executable, "-m", "proxy"]
 OUT = ROOT / "bench" / "results"
@@ -30,7 +31,7 @@ OUT = ROOT / "bench" / "results"
 
 def measure(upstream: str, durability: str, n: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        port = _port()
+        port = free_port()
         cfg = Path(tmp) / "guard.yaml"
         cfg.write_text(
             yaml.safe_dump(
@@ -46,7 +47,7 @@ def measure(upstream: str, durability: str, n: int) -> list[float]:
             [*CLI, "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            _wait(f"http://127.0.0.1:{port}/healthz")
+            wait_http(f"http://127.0.0.1:{port}/healthz")
             times = []
             with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as c:
                 for i in range(n + 20):
@@ -71,10 +72,10 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
-    sim_port = _port()
+    sim_port = free_port()
     sim = subprocess.Popen([*CLI, "sim-upstream", "--port", str(sim_port)], stderr=subprocess.DEVNULL)
     try:
-        _wait(f"http://127.0.0.1:{sim_port}/health")
+        wait_http(f"http://127.0.0.1:{sim_port}/health")
         upstream = f"http://127.0.0.1:{sim_port}/v1"
         runs = []
         for _ in range(args.runs):

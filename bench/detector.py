@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from detectors import load_detector  # noqa: E402
 from detectors.dataset import load_examples  # noqa: E402
+from proxy.drill import free_port, wait_http  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
 
@@ -45,22 +45,6 @@ def throughput(name: str, texts: list[str], runs: int, seconds: float) -> list[f
     return rates
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str) -> None:
-    for _ in range(400):
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
 def _kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -69,7 +53,7 @@ def _kib(pid: int, field: str) -> int:
 
 
 def proxy_memory(detector: str, prompts: list[str]) -> dict[str, float]:
-    sim_port, port = _port(), _port()
+    sim_port, port = free_port(), free_port()
     cli = [sys.executable, "-m", "proxy"]
     sim = subprocess.Popen([*cli, "sim-upstream", "--port", str(sim_port)], stderr=subprocess.DEVNULL)
     proxy = subprocess.Popen(
@@ -78,8 +62,8 @@ def proxy_memory(detector: str, prompts: list[str]) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(f"http://127.0.0.1:{sim_port}/health")
-        _wait(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{sim_port}/health")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as c:
             for i in range(300):
                 c.post(

@@ -30,22 +30,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.detector import _cpu, _kib, _port  # noqa: E402
+from bench.detector import _cpu, _kib  # noqa: E402
+from proxy.drill import free_port, wait_http  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
 POST_LUA = 'wrk.method = "POST"\nwrk.body = \'{"model":"m","messages":[{"role":"user","content":"What is the capital of France?"}]}\'\nwrk.headers["Content-Type"] = "application/json"\n'
-
-
-def wait_ready(url: str, timeout: float = 60) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return time.monotonic() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
@@ -127,7 +116,7 @@ class Target:
             env={**os.environ, **(env or {})},
         )
         try:
-            wait_ready(ready)
+            wait_http(ready)
         except RuntimeError:
             self.stop()
             raise
@@ -167,7 +156,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     script = tmp / "post.lua"
     script.write_text(POST_LUA)
-    up_port = _port()
+    up_port = free_port()
     upstream = subprocess.Popen(
         [
             "taskset",
@@ -189,10 +178,10 @@ def main() -> None:
     )
     results: dict[str, object] = {"machine": {"cpu": _cpu(), "cores": os.cpu_count()}}
     try:
-        wait_ready(f"http://127.0.0.1:{up_port}/v1/models")
+        wait_http(f"http://127.0.0.1:{up_port}/v1/models")
         direct = f"http://127.0.0.1:{up_port}"
         results["direct"] = measure(Direct(direct), args, script)
-        port = _port()
+        port = free_port()
         cfg = tmp / "guard.yaml"
         cfg.write_text(
             yaml.safe_dump(
@@ -214,7 +203,7 @@ def main() -> None:
         finally:
             rg.stop()
         if args.litellm_venv:
-            lport = _port()
+            lport = free_port()
             lcfg = tmp / "litellm.yaml"
             lcfg.write_text(
                 yaml.safe_dump(

@@ -49,6 +49,12 @@ def wait_until(check: Any, timeout: float, interval: float = 0.5) -> bool:
     return False
 
 
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers with a status below 500; raise RuntimeError after ``timeout`` seconds."""
+    if not wait_until(lambda: httpx.get(url, timeout=1).status_code < 500, timeout, 0.05):
+        raise RuntimeError(f"{url} did not come up")
+
+
 class Served:
     """An ASGI app on a loopback port, in a thread."""
 
