@@ -152,13 +152,15 @@ class Receiver:
         )
 
     async def alert(self, request: Request) -> JSONResponse:
+        body = await request.json()  # read before taking the lock: awaiting under it deadlocks the loop
         with self.lock:
-            self.alerts.extend(await request.json())
+            self.alerts.extend(body)
         return JSONResponse({})
 
     async def hook(self, request: Request) -> JSONResponse:
+        body = await request.json()
         with self.lock:
-            self.hooks.append(await request.json())
+            self.hooks.append(body)
         return JSONResponse({})
 
 
@@ -179,8 +181,8 @@ def test_drift_is_notified_and_resolved(sim_server: ServerThread, start_proxy: A
             "source": "refusal-guard",
             "suite": "harmful",
         }
-        assert any(h["event"] == "drift" and h["model"] == "sim-model" for h in rx.hooks)
+        assert wait_for(lambda: any(h["event"] == "drift" and h["model"] == "sim-model" for h in rx.hooks))
         set_mode(sim_server, "safe")
         assert wait_for(lambda: any("endsAt" in a for a in rx.alerts), timeout=30)
-        assert any(h["event"] == "recovered" for h in rx.hooks)
+        assert wait_for(lambda: any(h["event"] == "recovered" for h in rx.hooks))  # posted beside the alert
         assert p.metric("refusal_guard_notify_errors_total", target="alertmanager") == 0

@@ -175,8 +175,9 @@ class FakePagerDuty:
         self.app = Starlette(routes=[Route("/v2/enqueue", self.enqueue, methods=["POST"])])
 
     async def enqueue(self, request: Request) -> JSONResponse:
+        event = await request.json()  # read before taking the lock: awaiting under it deadlocks the loop
         with self.lock:
-            self.events.append(await request.json())
+            self.events.append(event)
         return JSONResponse({"status": "success", "dedup_key": "x"}, status_code=202)
 
 
