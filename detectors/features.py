@@ -10,6 +10,7 @@ module, so the shipped arrays reproduce exactly what was trained.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -27,7 +28,8 @@ def tokens(text: str, head: int) -> list[str]:
     >>> tokens("I’m sorry, but I can't.", 8)
     ["i'm", 'sorry', ',', 'but', 'i', "can't", '.']
     """
-    return _TOKEN.findall(text[:_PREFIX_CHARS].translate(_APOSTROPHES).lower(), 0)[:head]
+    prefix = text[:_PREFIX_CHARS].translate(_APOSTROPHES).lower()
+    return [m.group() for m in itertools.islice(_TOKEN.finditer(prefix), head)]  # stop at ``head``
 
 
 def ngrams(toks: Sequence[str], keep: frozenset[str] | set[str], max_n: int) -> list[str]:

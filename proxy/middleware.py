@@ -11,21 +11,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-class RequestIdMiddleware:
+class RequestIds:
     """Accept a well-formed ``x-request-id`` or make one; expose it as ``scope["state"]["request_id"]``
     and echo it on the response. A malformed id (too long, odd characters) is replaced, never echoed,
     so it cannot inject headers or bloat logs."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # 32 hex characters: a random per-process prefix and a counter (uuid4 costs a syscall per request)
         prefix = os.urandom(8).hex()
         self._ids = (f"{prefix}{n:016x}".encode() for n in itertools.count(1))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def tag(self, scope: Scope, send: Send) -> Send:
+        """Set the request id in ``scope`` and return a ``send`` that puts it on the response."""
         rid = b""
         for k, v in scope["headers"]:
             if k == b"x-request-id":
@@ -43,4 +40,18 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        return send_with_id
+
+
+class RequestIdMiddleware:
+    """:class:`RequestIds` as middleware, for the routes that go through FastAPI."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._ids = RequestIds()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, self._ids.tag(scope, send))

@@ -24,7 +24,7 @@ from proxy.metrics import NO_UPSTREAM, UNROUTED, Metrics
 from proxy.relay import BodyRelay, DisconnectWatch, Outcome, StreamRelay, sse_error_event
 from proxy.routing import Route, Router
 from proxy.settings import CanarySettings
-from proxy.upstream import Upstream, UpstreamStreamError
+from proxy.upstream import Upstream, UpstreamResponse, UpstreamStreamError
 from proxy.wire import check_request, parse_json_object, read_body
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream answer larger than this is a 502
@@ -106,20 +106,37 @@ class ProxyService:
         fwd_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         if self.audit is not None:
             call.headers = list(safe_headers([(k.lower(), v) for k, v in fwd_headers]).items())
-        async with DisconnectWatch(request.receive) as watch:
+        up: UpstreamResponse | None = None
+        content, waited = b"", 0.0
+        async with DisconnectWatch(request.receive) as watch:  # one watcher for headers and body
             try:
                 up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, request.url.query)
             except ProxyError as exc:
                 self.metrics.upstream_error(upstream.name, "timeout" if exc.status_code == 504 else "connect")
                 raise
-        if watch.disconnected:  # the client left while we waited for headers
-            self._done(call, Outcome(status=499, body=b"", upstream_wait=0.0, disconnected=True))
+            if up.status_code >= 500:
+                self.metrics.upstream_error(upstream.name, "status_5xx")
+            elif up.status_code == 429:
+                self.metrics.upstream_error(upstream.name, "status_4xx")
+            streamed = call.stream and up.status_code < 400 and up.content_type.startswith("text/event-stream")
+            if not streamed:
+                t0 = time.perf_counter()
+                try:
+                    content = await up.read(MAX_RESPONSE_BYTES)
+                except UpstreamStreamError as exc:
+                    kind = exc.kind if exc.kind != "stream_interrupted" else "read"
+                    self.metrics.upstream_error(upstream.name, kind)
+                    raise _as_proxy_error(exc) from exc
+                finally:
+                    await up.aclose()
+                waited = up.waited + time.perf_counter() - t0
+        if watch.disconnected:  # the client left while we waited
+            if up is not None:
+                await up.aclose()
+            self._done(call, Outcome(status=499, body=content, upstream_wait=waited, disconnected=True))
             return Response(status_code=499)
-        if up.status_code >= 500:
-            self.metrics.upstream_error(upstream.name, "status_5xx")
-        elif up.status_code == 429:
-            self.metrics.upstream_error(upstream.name, "status_4xx")
-        if call.stream and up.status_code < 400 and up.content_type.startswith("text/event-stream"):
+        assert up is not None
+        if streamed:
             msg = f"upstream {upstream.name!r} broke off the stream"
             return StreamRelay(
                 up,
@@ -130,20 +147,7 @@ class ProxyService:
                 on_sent=lambda out: self._done(call, out),
                 before_end=(lambda out: self._hold(call, out)) if self.strict else None,
             )
-        t0 = time.perf_counter()
-        try:
-            async with DisconnectWatch(request.receive) as watch:
-                content = await up.read(MAX_RESPONSE_BYTES)
-        except UpstreamStreamError as exc:
-            self.metrics.upstream_error(upstream.name, exc.kind if exc.kind != "stream_interrupted" else "read")
-            raise _as_proxy_error(exc) from exc
-        finally:
-            await up.aclose()
-        out = Outcome(status=up.status_code, body=content, upstream_wait=up.waited + time.perf_counter() - t0)
-        if watch.disconnected:
-            out.status, out.disconnected = 499, True
-            self._done(call, out)
-            return Response(status_code=499)
+        out = Outcome(status=up.status_code, body=content, upstream_wait=waited)
         call.stream = False if up.status_code >= 400 else call.stream
         if self.strict:
             try:

@@ -1,8 +1,8 @@
 """Upstream clients behind one narrow interface: send a request, get status, headers and a body stream.
 
 ``OpenAIUpstream`` speaks to any OpenAI-compatible server (vLLM, Ollama, llama.cpp, TGI, OpenAI)
-over one pooled ``httpx.AsyncClient``. Providers that are not OpenAI-compatible go through
-:mod:`proxy.litellm_upstream`, the one module that imports litellm. httpx's exceptions are
+over one pooled ``aiohttp.ClientSession``. Providers that are not OpenAI-compatible go through
+:mod:`proxy.litellm_upstream`, the one module that imports litellm. aiohttp's exceptions are
 translated into the proxy's error tree here, once.
 """
 
@@ -14,12 +14,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import httpx
+import aiohttp
+import yarl
 
 from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from proxy.settings import UpstreamConfig
 
-# Request headers never forwarded: hop-by-hop, the client's credentials, and what httpx recomputes.
+# Request headers never forwarded: hop-by-hop, the client's credentials, and what the client recomputes.
 _DROP_REQUEST = frozenset(
     {
         "host",
@@ -122,58 +123,61 @@ def relay_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
 
 @asynccontextmanager
 async def _translated(upstream: str) -> AsyncIterator[None]:
-    """Map httpx's exception tree onto the proxy's, once, at this boundary."""
+    """Map aiohttp's exception tree onto the proxy's, once, at this boundary."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
-            # the aiohttp transport reports a refused connection as a connect timeout; it is not one
-            raise UpstreamUnreachable(f"upstream {upstream!r} could not be reached") from exc
-        if not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-            raise UpstreamTimeout(f"upstream {upstream!r} did not answer in time") from exc
+    except aiohttp.ConnectionTimeoutError as exc:
         raise UpstreamTimeout(
             f"upstream {upstream!r} did not accept the connection in time", code="upstream_timeout"
         ) from exc
-    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream {upstream!r} did not answer in time") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
         raise UpstreamUnreachable(f"upstream {upstream!r} could not be reached") from exc
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         raise UpstreamUnreachable(f"upstream {upstream!r} failed: {type(exc).__name__}") from exc
 
 
-def _default_transport() -> httpx.AsyncBaseTransport:
-    """aiohttp's connection pool under httpx's API: about twice the throughput of httpx's own pool
-    at 8 concurrent requests on this kind of machine (its pool re-checks every idle socket per request)."""
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport()
-
-
 class OpenAIUpstream:
-    """An OpenAI-compatible server reached over a pooled httpx client.
+    """An OpenAI-compatible server reached over one pooled aiohttp session.
+
+    aiohttp directly, not httpx: on this kind of 2-core machine httpx's request building and pool
+    cost about as much as the rest of the relay (the issue #7 measurements). The session is made
+    on first use, inside the running loop.
 
     >>> from proxy.settings import UpstreamConfig
     >>> OpenAIUpstream(UpstreamConfig(name="vllm", base_url="http://127.0.0.1:8000/v1")).name
     'vllm'
     """
 
-    def __init__(
-        self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None, api_key: str | None = None
-    ) -> None:
+    def __init__(self, config: UpstreamConfig, *, api_key: str | None = None) -> None:
         self.config = config
         t = config.timeouts
+        self._base = config.base_url.rstrip("/")
         self._auth = f"Bearer {api_key}" if api_key else None
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url,
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
-            transport=transport if transport is not None else _default_transport(),
-            follow_redirects=False,
+        # connect covers waiting for a pooled connection and opening one; sock_read bounds each chunk
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=t.read
         )
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
+                timeout=self._timeout,
+                auto_decompress=False,  # bytes are relayed as they came
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def _url(self, path: str, query: str = "") -> yarl.URL:
+        return yarl.URL(self._base + path + ("?" + query if query else ""), encoded=True)
 
     async def send(
         self, method: str, path: str, body: bytes, headers: Iterable[tuple[str, str]], query: str = ""
@@ -182,53 +186,64 @@ class OpenAIUpstream:
         out.append(("accept-encoding", "identity"))
         if self._auth:
             out.append(("authorization", self._auth))
-        url = path + ("?" + query if query else "")
-        request = self._client.build_request(method, url, content=body, headers=out)
         started = time.perf_counter()
         async with _translated(self.name):
-            response = await self._client.send(request, stream=True)
+            response = await self._client().request(
+                method, self._url(path, query), data=body or None, headers=out, allow_redirects=False
+            )
         return UpstreamResponse(
-            status_code=response.status_code,
-            headers=relay_headers(response.headers.raw),
+            status_code=response.status,
+            headers=relay_headers(response.raw_headers),
             content_type=response.headers.get("content-type", ""),
             chunks=self._chunks(response),
-            _close=response.aclose,
+            _close=lambda: _close(response),
             waited=time.perf_counter() - started,
         )
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 yield chunk
-        except httpx.TimeoutException as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamStreamError("timeout", f"upstream {self.name!r} stopped sending") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamStreamError("stream_interrupted", f"upstream {self.name!r} broke off its response") from exc
         finally:
-            await response.aclose()
+            await _close(response)
+
+    async def _get(self, path: str, timeout: float) -> aiohttp.ClientResponse:
+        headers = {"authorization": self._auth} if self._auth else None
+        return await self._client().get(
+            self._url(path), headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        )
 
     async def ready(self) -> bool:
         try:
-            response = await self._client.get(
-                "/models", headers={"authorization": self._auth} if self._auth else None, timeout=2.0
-            )
-        except httpx.HTTPError:
+            async with await self._get("/models", 2.0) as response:
+                return response.status < 500
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return response.status_code < 500
 
     async def list_models(self) -> list[dict[str, object]]:
         """The upstream's own model list (``GET /models``); empty when it has none or fails."""
         try:
-            response = await self._client.get(
-                "/models", headers={"authorization": self._auth} if self._auth else None, timeout=5.0
-            )
-            data = response.json().get("data", []) if response.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, AttributeError):
+            async with await self._get("/models", 5.0) as response:
+                data = (await response.json(content_type=None)).get("data", []) if response.status == 200 else []
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return []
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+
+async def _close(response: aiohttp.ClientResponse) -> None:
+    """Hand a fully read connection back to the pool; drop one whose body was not read to the end."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
 
 
 __all__ = ["OpenAIUpstream", "ProxyError", "Upstream", "UpstreamResponse", "UpstreamStreamError", "relay_headers"]
