@@ -1,16 +1,17 @@
 """The side channel: classify finished exchanges off the request's hot path.
 
 The request path only calls :meth:`SideChannel.submit`, which never blocks and never raises: a
-full queue sheds the exchange's classification (counted), never the request. A worker drains the
-queue in batches, extracts the assistant text, runs the detector in a thread, updates metrics,
-writes the per-request log line, and hands the result to listeners (audit, canaries).
+full queue sheds the exchange's classification (counted), never the request. One thread drains the
+queue in batches (extract the assistant text, run the detector); back in the loop, each judged
+exchange updates metrics, writes the per-request log line and goes to listeners (audit, canaries).
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,45 +57,59 @@ class Exchange:
 
 
 Listener = Callable[[Exchange], None]
+_Item = tuple[Exchange, "asyncio.Future[None] | None"]
 
 
 class SideChannel:
-    """Bounded queue + one worker; see the module docstring."""
+    """Bounded hand-off to one classify thread; see the module docstring.
+
+    A plain thread fed by a ``queue.SimpleQueue``, with results handed back to the loop in one
+    ``call_soon_threadsafe`` per batch: an executor and an ``asyncio.Queue`` cost a future, a
+    wrapper and two wake-ups per exchange, a visible share of the hot path's CPU.
+    """
 
     def __init__(self, detector: Detector, metrics: Metrics, *, queue_size: int = 10_000, batch_size: int = 64) -> None:
         self.detector = detector
         self.metrics = metrics
         self.listeners: list[Listener] = []
-        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue_size = queue_size
         self._batch_size = batch_size
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
-        self._worker: asyncio.Task[None] | None = None
+        self._inflight = 0  # submitted and not yet finished
+        self._drained: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="refusal-guard-classify")
+        self._loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="refusal-guard-classify", daemon=True)
+        self._thread.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Drain what is queued (up to ``timeout`` seconds), then stop the worker."""
-        if self._worker is None:
+        """Drain what is queued (up to ``timeout`` seconds), then stop the thread."""
+        if self._thread is None or self._drained is None:
             return
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            logger.warning("classify_drain_timeout", pending=self._queue.qsize())
-        self._worker.cancel()
-        self._worker = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._inflight:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                logger.warning("classify_drain_timeout", pending=self._inflight)
+        self._queue.put(None)
+        self._thread = None
 
     def submit(self, ex: Exchange) -> None:
         """Hand an exchange over; never blocks, never raises."""
         try:
-            if ex.endpoint is None or ex.status >= 400 or not ex.response:
+            if ex.endpoint is None or ex.status >= 400 or not ex.response or self._thread is None:
                 self._finish(ex)
-                return
-            self._queue.put_nowait(ex)
-        except asyncio.QueueFull:
-            self.metrics.classification_shed.inc()
-            self._finish(ex, shed=True)
+            elif self._queue.qsize() >= self._queue_size:  # waiting, not counting the batch in the detector
+                self.metrics.classification_shed.inc()
+                self._finish(ex, shed=True)
+            else:
+                self._inflight += 1
+                self._queue.put((ex, None))
         except Exception:  # the side channel never fails a request
             logger.exception("side_channel_submit_failed", request_id=ex.request_id)
 
@@ -102,7 +117,12 @@ class SideChannel:
         """Classify now, in the classify thread (strict audit needs the verdict before the response ends)."""
         if ex.endpoint is None or ex.status >= 400 or not ex.response:
             return
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._classify_batch, [ex])
+        if self._thread is None or self._loop is None:
+            ex.verdicts = self.classify(ex)
+            return
+        done = self._loop.create_future()
+        self._queue.put((ex, done))
+        await done
 
     def finish(self, ex: Exchange) -> None:
         """Metrics, log line and listeners for an exchange already judged."""
@@ -110,24 +130,44 @@ class SideChannel:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._inflight
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _run(self) -> None:
+        """The classify thread: take a batch, judge it, hand it back to the loop."""
+        q, loop = self._queue, self._loop
+        assert loop is not None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self.metrics.classification_queue_depth.set(self._queue.qsize())
+            first = q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._batch_size:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    q.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            self._classify_batch([ex for ex, _ in batch])
             try:
-                await loop.run_in_executor(self._executor, self._classify_batch, batch)
-                for ex in batch:
-                    self._finish(ex)
-            except Exception:
-                logger.exception("classify_batch_failed", size=len(batch))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                loop.call_soon_threadsafe(self._judged, batch)
+            except RuntimeError:  # the loop is closed: shutting down
+                return
+
+    def _judged(self, batch: list[_Item]) -> None:
+        """In the loop: finish a judged batch."""
+        for ex, done in batch:
+            if done is not None:
+                if not done.done():
+                    done.set_result(None)
+                continue
+            self._inflight -= 1
+            self._finish(ex)
+        self.metrics.classification_queue_depth.set(self._inflight)
+        if self._inflight == 0 and self._drained is not None:
+            self._drained.set()
 
     def _classify_batch(self, batch: list[Exchange]) -> None:
         """Runs in the classify thread: parse, extract and judge each exchange."""
