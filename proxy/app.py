@@ -7,6 +7,7 @@ or upstreams; clients are built in the lifespan, not at import.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -104,6 +105,10 @@ def create_app(
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
+    exposed = registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several workers (proxy.workers): expose their sums
+        exposed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(exposed)  # type: ignore[no-untyped-call]
     ups = list(upstreams) if upstreams is not None else [build_upstream(c) for c in settings.upstreams]
     router = Router(ups)
     side = SideChannel(
@@ -180,6 +185,8 @@ def create_app(
                 await asyncio.to_thread(audit.stop)
             for u in ups:
                 await u.aclose()
+            if exposed is not registry:
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             logger.info("stopped")
 
     app = GuardApp(title="refusal-guard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -223,7 +230,7 @@ def create_app(
         metrics.classification_queue_depth.set(side.pending)
         if audit is not None:
             metrics.audit_queue_depth.set(audit.depth)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
 
     async def list_models(request: Request) -> Response:
         service.auth.check(request.headers.get("authorization"), request.headers.get("api-key"))

@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "upstream_api_key_env": args.upstream_api_key_env,
                 "host": args.host,
                 "port": args.port,
+                "workers": args.workers,
                 "detector": args.detector,
                 "audit": args.audit,
             },
@@ -41,6 +42,10 @@ def _serve(args: argparse.Namespace) -> int:
         print("refusal-guard: no upstream configured; pass --upstream URL or --config FILE", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from proxy.workers import serve
+
+        return serve(settings, settings.workers)
     app = create_app(settings)
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
@@ -125,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--upstream-api-key-env", help="name of the env var that holds that upstream's API key")
     s.add_argument("--host", help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (default 8080)")
+    s.add_argument("--workers", type=int, help="worker processes (default 1); metrics are summed across them")
     s.add_argument("--detector", help="refusal detector: delex-lr (default) or pattern")
     s.add_argument(
         "--audit", help="audit log URL: sqlite:///var/audit.db (default), postgresql://..., jsonl:///path, jsonl://-"

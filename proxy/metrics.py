@@ -74,6 +74,7 @@ class Metrics:
         self.classification_queue_depth = Gauge(
             "refusal_guard_classification_queue_depth",
             "Responses waiting for classification.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
 
@@ -93,30 +94,35 @@ class Metrics:
             "refusal_guard_canary_target",
             "1 for each model canaries are sent to (alerts watch for targets whose results stop coming).",
             ["model"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.drift_state = Gauge(
             "refusal_guard_drift_state",
             "1 while the model's canaries in this suite are drifting, else 0.",
             ["model", "suite"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.drift_statistic = Gauge(
             "refusal_guard_drift_statistic",
             "The suite's CUSUM statistic as a fraction of its alarm threshold (1 = alarm).",
             ["model", "suite"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.quarantined = Gauge(
             "refusal_guard_quarantined",
             "1 while the model is quarantined, else 0.",
             ["model"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.production_shift = Gauge(
             "refusal_guard_production_shift",
             "1 while the model's production refusal rate has shifted from its rolling baseline, else 0.",
             ["model"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.notify_errors = Counter(
@@ -130,7 +136,10 @@ class Metrics:
             "refusal_guard_audit_records_total", "Audit records committed to the sink.", registry=registry
         )
         self.audit_queue_depth = Gauge(
-            "refusal_guard_audit_queue_depth", "Audit records waiting to be written.", registry=registry
+            "refusal_guard_audit_queue_depth",
+            "Audit records waiting to be written.",
+            multiprocess_mode="livesum",
+            registry=registry,
         )
         self.audit_spooled = Counter(
             "refusal_guard_audit_spooled_total",

@@ -164,6 +164,7 @@ class AuditSettings(_Frozen):
 class Settings(_Frozen):
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = Field(default=1, ge=1, le=64)  # >1: see proxy.workers
     upstreams: tuple[UpstreamConfig, ...] = ()
     client_keys: tuple[ClientKey, ...] = ()
     detector: str = "delex-lr"
@@ -197,6 +198,7 @@ ENV_PREFIX = "REFUSAL_GUARD_"
 _ENV_FIELDS = {
     "HOST": "host",
     "PORT": "port",
+    "WORKERS": "workers",
     "DETECTOR": "detector",
     "MAX_BODY_BYTES": "max_body_bytes",
     "CLASSIFY_QUEUE_SIZE": "classify_queue_size",

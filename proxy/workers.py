@@ -1,0 +1,117 @@
+"""Several uvicorn workers on one port, one canary runner, metrics summed across them.
+
+``refusal-guard serve --workers N`` (``N > 1``) runs:
+
+* one ``canary-runner`` child on a loopback port: canaries go out once, not once per worker, and
+  every worker follows its quarantine decisions (the fleet design, inside one machine);
+* ``N`` uvicorn workers built by :func:`worker_app` from the same settings;
+* prometheus-client's multiprocess mode: every process (runner included) writes its samples to one
+  directory and ``/metrics`` on any worker reports the sums (gauges use ``livemax``/``livesum``);
+* one audit chain per process (chains are per writer by design) and one spool file per worker
+  slot, claimed with ``flock``, so a restarted worker replays what its predecessor spooled.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from proxy.settings import Settings
+
+SETTINGS_ENV = "REFUSAL_GUARD_WORKER_SETTINGS"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_slot_lock: IO[bytes] | None = None  # held for the worker's lifetime
+
+
+def serve(settings: Settings, workers: int) -> int:
+    """Run the runner and ``workers`` uvicorn workers until interrupted."""
+    import uvicorn
+
+    from proxy.drill import free_port, wait_http
+
+    own_dir = MULTIPROC_ENV not in os.environ
+    metrics_dir = Path(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="refusal-guard-metrics-"))
+    for stale in metrics_dir.glob("*.db"):  # samples of an earlier run must not be summed in
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    work = Path(tempfile.mkdtemp(prefix="refusal-guard-workers-"))
+    runner: subprocess.Popen[bytes] | None = None
+    try:
+        canary = settings.canary
+        if canary.enabled and not canary.runner_url:
+            port = free_port()
+            runner_settings = work / "runner.json"
+            runner_settings.write_bytes(orjson.dumps(settings.model_dump(mode="json")))
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "canary-runner", "--config", str(runner_settings), "--port", str(port)]
+            )
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            settings = settings.model_copy(
+                update={"canary": canary.model_copy(update={"runner_url": f"http://127.0.0.1:{port}"})}
+            )
+        worker_settings = work / "worker.json"
+        worker_settings.write_bytes(orjson.dumps(settings.model_dump(mode="json")))
+        os.environ[SETTINGS_ENV] = str(worker_settings)
+        uvicorn.run(
+            "proxy.workers:worker_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if runner is not None:
+            runner.terminate()
+            try:
+                runner.wait(30)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+        shutil.rmtree(work, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def worker_app() -> Any:
+    """uvicorn's factory in each worker process."""
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+
+    settings = Settings.model_validate(orjson.loads(Path(os.environ[SETTINGS_ENV]).read_bytes()))
+    configure_logging(settings.log_level)
+    audit = settings.audit
+    if audit.enabled:
+        from proxy.audit.sinks import default_spool
+
+        spool = Path(audit.spool_path) if audit.spool_path else default_spool(audit.url)
+        settings = settings.model_copy(
+            update={"audit": audit.model_copy(update={"spool_path": str(claim_slot(spool))})}
+        )
+    return create_app(settings)
+
+
+def claim_slot(spool: Path, limit: int = 256) -> Path:
+    """The first free per-worker spool path (``<spool>.<n>``), locked for this process's lifetime."""
+    global _slot_lock
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(limit):
+        f = open(spool.with_name(f"{spool.name}.{n}.lock"), "wb")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        _slot_lock = f
+        return spool.with_name(f"{spool.name}.{n}")
+    raise RuntimeError(f"no free audit spool slot beside {spool}")
