@@ -1,13 +1,15 @@
 """Proxy overhead, throughput, streaming and memory: direct calls, refusal-guard and LiteLLM's proxy,
 against one fast fake upstream, in one run.
 
-    python bench/proxy.py [--runs 3] [--seconds 5] [--litellm-venv PATH]
+    python bench/proxy.py [--runs 5] [--seconds 5] [--litellm-venv PATH | --no-litellm]
 
 Load comes from Debian's ``wrk`` pinned to core 1 (with the fake upstream); the proxy under test is
-pinned to core 0. refusal-guard runs with its defaults (trained detector, metrics, SQLite audit,
-canaries). LiteLLM's proxy runs from its own virtualenv (``--litellm-venv``, with ``litellm[proxy]``
-installed at a pinned version), one worker. Figures are medians of ``--runs`` runs; ratios are
-computed within the run. Writes ``bench/results/proxy.{json,md}``.
+pinned to core 0. refusal-guard runs with its defaults, all features on (trained detector, metrics,
+SQLite audit, canaries) and a client key; one worker. LiteLLM's proxy (``litellm[proxy]==LITELLM``,
+installed into its own virtualenv on first use) runs one worker with a master key. Every run
+measures every target in turn; ratios are computed within each run and the medians reported.
+``--workers-scaling`` adds refusal-guard with two workers against one, both unpinned.
+Writes ``bench/results/proxy.{json,md}``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -32,40 +35,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.detector import _cpu, _kib  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
+from proxy.settings import ClientKey  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
-POST_LUA = 'wrk.method = "POST"\nwrk.body = \'{"model":"m","messages":[{"role":"user","content":"What is the capital of France?"}]}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+LITELLM = "1.108.0"  # litellm[proxy] 1.110.x does not resolve on PyPI at the time of writing
+KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+POST_LUA = (
+    'wrk.method = "POST"\n'
+    'wrk.body = \'{"model":"m","messages":[{"role":"user","content":"What is the capital of France?"}]}\'\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+)
+CONCURRENCY = (1, 8, 32)
 
 
 def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{int(seconds)}s",
-            "-s",
-            str(script),
-            "--latency",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script)]
+    out = subprocess.run([*cmd, "--latency", url], capture_output=True, text=True, check=True).stdout
 
     def latency(label: str) -> float:
         m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
         assert m, out
         return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert rps, out
     return {
-        "rps": rps,
+        "rps": float(rps.group(1)),
         "p50_ms": latency("50%"),
         "p99_ms": latency("99%"),
         "non2xx": float(errors.group(1)) if errors else 0.0,
@@ -76,7 +73,7 @@ async def stream_timing(url: str, n: int) -> dict[str, float]:
     """Time to first chunk and the gaps between chunks, over ``n`` streamed requests."""
     first, gaps = [], []
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with httpx.AsyncClient(timeout=30) as c:
+    async with httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {KEY}"}) as c:
         for _ in range(n):
             t0 = time.perf_counter()
             last = None
@@ -95,158 +92,209 @@ async def stream_timing(url: str, n: int) -> dict[str, float]:
     }
 
 
-class Direct:
-    """The upstream itself, measured the same way."""
-
-    def __init__(self, url: str) -> None:
-        self.name, self.url, self.proc, self.startup = "direct", url, None, None
-
-    def peak_rss_mb(self) -> None:
-        return None
-
-
 class Target:
-    def __init__(self, name: str, cmd: list[str], url: str, ready: str, env: dict[str, str] | None = None) -> None:
-        self.name, self.url = name, url
+    """A server under test, started once and measured in every run."""
+
+    def __init__(self, name: str, cmd: list[str] | None, url: str, ready: str | None = None, **kw: Any) -> None:
+        self.name, self.url, self.proc, self.startup = name, url, None, None
+        if cmd is None:  # the upstream itself
+            return
+        cores = kw.get("cores", "0")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", *cmd],
+            ["taskset", "-c", cores, *cmd],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **kw.get("env", {})},
         )
         try:
-            wait_http(ready)
+            wait_http(ready or url, timeout=180)
         except RuntimeError:
             self.stop()
             raise
         self.startup = time.monotonic() - t0  # seconds from spawn to ready
 
-    def peak_rss_mb(self) -> float:
-        return _kib(self.proc.pid, "VmHWM") / 1024
+    def peak_rss_mb(self) -> float | None:
+        """Peak RSS of the process and its children (workers, canary runner)."""
+        if self.proc is None:
+            return None
+        pids = [self.proc.pid]
+        for pid in pids:  # breadth-first over descendants
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            if children.exists():
+                pids += [int(p) for p in children.read_text().split()]
+        return sum(_kib(p, "VmHWM") for p in pids if Path(f"/proc/{p}").exists()) / 1024
 
     def stop(self) -> None:
-        self.proc.terminate()  # also on a failed start, below
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            self.proc.wait(15)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
 
-def measure(t: Target | Direct, args: argparse.Namespace, script: Path) -> dict[str, object]:
-    runs = []
-    for _ in range(args.runs):
-        runs.append({f"c{c}": wrk(t.url + "/v1/chat/completions", c, args.seconds, script) for c in (1, 8, 32)})
-    med = {c: {k: statistics.median(r[c][k] for r in runs) for k in runs[0][c]} for c in runs[0]}
-    return {
-        "runs": runs,
-        "median": med,
-        "stream": asyncio.run(stream_timing(t.url + "/v1/chat/completions", 50)),
-        "peak_rss_mb": t.peak_rss_mb(),
-        "startup_s": t.startup,
-    }
+def litellm_venv(path: Path) -> Path:
+    """LiteLLM's proxy in its own virtualenv, pinned; installed on first use."""
+    if not (path / "bin" / "litellm").exists():
+        print(f"installing litellm[proxy]=={LITELLM} into {path} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(path / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM}"], check=True)
+    return path
+
+
+def start_targets(args: argparse.Namespace, tmp: Path, upstream: str) -> list[Target]:
+    targets = [Target("direct", None, upstream)]
+
+    def guard(name: str, workers: int, cores: str) -> Target:
+        port = free_port()
+        cfg = tmp / f"{name}.yaml"
+        settings = {
+            "port": port,
+            "workers": workers,
+            "log_level": "warning",
+            "client_keys": [{"id": "bench", "sha256": ClientKey.digest(KEY)}],
+            "upstreams": [{"name": "fake", "base_url": upstream + "/v1", "models": ["m"]}],
+            "audit": {"url": f"sqlite:///{tmp}/{name}.db"},
+        }
+        cfg.write_text(yaml.safe_dump(settings))
+        cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
+        url = f"http://127.0.0.1:{port}"
+        return Target(name, cmd, url, url + "/healthz", cores=cores)
+
+    targets.append(guard("refusal-guard", 1, "0"))
+    if args.workers_scaling:
+        targets += [guard("refusal-guard-1w-2cores", 1, "0,1"), guard("refusal-guard-2w-2cores", 2, "0,1")]
+    if not args.no_litellm:
+        venv = litellm_venv(args.litellm_venv)
+        lport = free_port()
+        lcfg = tmp / "litellm.yaml"
+        params = {"model": "openai/m", "api_base": upstream + "/v1", "api_key": "x"}
+        lcfg.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": params}]}))
+        cmd = [str(venv / "bin" / "litellm"), "--config", str(lcfg), "--port", str(lport), "--num_workers", "1"]
+        env = {"LITELLM_MASTER_KEY": KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        url = f"http://127.0.0.1:{lport}"
+        targets.append(Target("litellm", cmd, url, url + "/health/liveliness", env=env))
+    return targets
+
+
+def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, Any]:
+    """Medians over runs of each figure, and of the within-run ratios."""
+    med: dict[str, Any] = {}
+    for t in targets:
+        m: dict[str, Any] = {}
+        for c in CONCURRENCY:
+            m[f"c{c}"] = {k: statistics.median(r[t.name][f"c{c}"][k] for r in runs) for k in runs[0][t.name][f"c{c}"]}
+        m["stream"] = {k: statistics.median(r[t.name]["stream"][k] for r in runs) for k in runs[0][t.name]["stream"]}
+        m["peak_rss_mb"] = t.peak_rss_mb()
+        m["startup_s"] = t.startup
+        med[t.name] = m
+
+    def ratio(f: Any) -> float:
+        return statistics.median(f(r) for r in runs)
+
+    within: dict[str, float] = {}
+    for name in med:
+        if name == "direct":
+            continue
+        within[f"{name}: added p50 ms at c1"] = ratio(
+            lambda r, n=name: r[n]["c1"]["p50_ms"] - r["direct"]["c1"]["p50_ms"]
+        )
+        within[f"{name}: added p99 ms at c1"] = ratio(
+            lambda r, n=name: r[n]["c1"]["p99_ms"] - r["direct"]["c1"]["p99_ms"]
+        )
+        within[f"{name}: added time to first chunk ms"] = ratio(
+            lambda r, n=name: r[n]["stream"]["ttfb_ms"] - r["direct"]["stream"]["ttfb_ms"]
+        )
+    if "litellm" in med:
+        for c in (8, 32):
+            within[f"refusal-guard / litellm rps at c{c}"] = ratio(
+                lambda r, c=c: r["refusal-guard"][f"c{c}"]["rps"] / r["litellm"][f"c{c}"]["rps"]
+            )
+    if "refusal-guard-2w-2cores" in med:
+        within["2 workers / 1 worker rps at c32 (both cores)"] = ratio(
+            lambda r: r["refusal-guard-2w-2cores"]["c32"]["rps"] / r["refusal-guard-1w-2cores"]["c32"]["rps"]
+        )
+    return {"median": med, "within_run": within}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m, machine = results["median"], results["machine"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}; "
+        f"{results['runs']} runs of {results['seconds']:.0f} s per point, medians; wrk and the fake upstream on core 1, "
+        "the proxy on core 0 (the *-2cores rows: unpinned).",
+        "",
+        "| target | p50 c1 (ms) | p99 c1 (ms) | rps c1 | rps c8 | p99 c8 (ms) | rps c32 | p99 c32 (ms) "
+        "| first chunk (ms) | chunk gap p50 / max (ms) | peak RSS (MB) | ready (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in m.items():
+        rss = f"{t['peak_rss_mb']:.0f}" if t["peak_rss_mb"] else "-"
+        up = f"{t['startup_s']:.1f}" if t["startup_s"] else "-"
+        s = t["stream"]
+        lines.append(
+            f"| {name} | {t['c1']['p50_ms']:.3f} | {t['c1']['p99_ms']:.3f} | {t['c1']['rps']:,.0f} "
+            f"| {t['c8']['rps']:,.0f} | {t['c8']['p99_ms']:.2f} | {t['c32']['rps']:,.0f} | {t['c32']['p99_ms']:.2f} "
+            f"| {s['ttfb_ms']:.2f} | {s['gap_p50_ms']:.2f} / {s['gap_max_ms']:.2f} | {rss} | {up} |"
+        )
+    lines += ["", "Within-run figures (median over runs):", ""]
+    lines += [f"- {k}: {v:.3f}" for k, v in results["within_run"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--seconds", type=float, default=5)
-    p.add_argument("--litellm-venv", type=Path, default=None)
+    p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm")
+    p.add_argument("--no-litellm", action="store_true")
+    p.add_argument("--workers-scaling", action="store_true")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     script = tmp / "post.lua"
     script.write_text(POST_LUA)
     up_port = free_port()
+    upstream_cmd = ["taskset", "-c", "1", sys.executable, "-m", "uvicorn", "bench.fake_upstream:app"]
     upstream = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.fake_upstream:app",
-            "--port",
-            str(up_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        [*upstream_cmd, "--port", str(up_port), "--log-level", "warning", "--no-access-log"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    results: dict[str, object] = {"machine": {"cpu": _cpu(), "cores": os.cpu_count()}}
+    targets: list[Target] = []
     try:
-        wait_http(f"http://127.0.0.1:{up_port}/v1/models")
         direct = f"http://127.0.0.1:{up_port}"
-        results["direct"] = measure(Direct(direct), args, script)
-        port = free_port()
-        cfg = tmp / "guard.yaml"
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "port": port,
-                    "upstreams": [{"name": "fake", "base_url": direct + "/v1", "models": ["m"]}],
-                    "audit": {"url": f"sqlite:///{tmp}/audit.db"},
-                }
-            )
-        )
-        rg = Target(
-            "refusal-guard",
-            [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)],
-            f"http://127.0.0.1:{port}",
-            f"http://127.0.0.1:{port}/healthz",
-        )
-        try:
-            results["refusal-guard"] = measure(rg, args, script)
-        finally:
-            rg.stop()
-        if args.litellm_venv:
-            lport = free_port()
-            lcfg = tmp / "litellm.yaml"
-            lcfg.write_text(
-                yaml.safe_dump(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": "m",
-                                "litellm_params": {"model": "openai/m", "api_base": direct + "/v1", "api_key": "x"},
-                            }
-                        ]
-                    }
-                )
-            )
-            try:
-                ll = Target(
-                    "litellm",
-                    [
-                        str(args.litellm_venv / "bin" / "litellm"),
-                        "--config",
-                        str(lcfg),
-                        "--port",
-                        str(lport),
-                        "--num_workers",
-                        "1",
-                    ],
-                    f"http://127.0.0.1:{lport}",
-                    f"http://127.0.0.1:{lport}/health/liveliness",
-                    env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-                )
-            except RuntimeError as exc:  # record it and keep the rest of the run
-                results["litellm"] = {"error": str(exc)}
-            else:
-                try:
-                    results["litellm"] = measure(ll, args, script)
-                finally:
-                    ll.stop()
+        wait_http(direct + "/v1/models")
+        targets = start_targets(args, tmp, direct)
+        runs: list[dict[str, Any]] = []
+        for n in range(args.runs):
+            run: dict[str, Any] = {}
+            for t in targets:
+                url = t.url + "/v1/chat/completions"
+                run[t.name] = {f"c{c}": wrk(url, c, args.seconds, script) for c in CONCURRENCY}
+                run[t.name]["stream"] = asyncio.run(stream_timing(url, 50))
+            runs.append(run)
+            print(f"run {n + 1}/{args.runs} done", file=sys.stderr)
+        results = {
+            "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
+            "runs": args.runs,
+            "seconds": args.seconds,
+            "litellm": None if args.no_litellm else LITELLM,
+            **summarise(runs, targets),
+            "per_run": runs,
+        }
     finally:
+        for t in targets:
+            t.stop()
         upstream.terminate()
         upstream.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "proxy.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps({k: v.get("median") if isinstance(v, dict) else v for k, v in results.items()}, indent=1))
+    (OUT / "proxy.md").write_text(markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

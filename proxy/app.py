@@ -7,6 +7,7 @@ or upstreams; clients are built in the lifespan, not at import.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -164,6 +165,10 @@ def create_app(
             follower = asyncio.get_running_loop().create_task(
                 _follow(canary.runner_url, drift, canary.interval_seconds)
             )
+        # Everything loaded so far (detector vocabulary, suites, modules) lives as long as the process:
+        # move it out of the collector's reach, or each full collection walks it (~40 ms here, a p99 stall).
+        gc.collect()
+        gc.freeze()
         logger.info(
             "started",
             role=role,

@@ -51,7 +51,8 @@ class AuditWriter:
         self._sink: Sink | None = None
         self.privacy = Privacy(settings.privacy, settings.redact_patterns, os.environ.get(settings.hash_salt_env, ""))
         self.spool = Path(settings.spool_path) if settings.spool_path else default_spool(settings.url)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        # SimpleQueue: a put never waits on a lock the writer thread may hold (queue.Queue's mutex)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="refusal-guard-audit", daemon=True)
         self.seq = 0
         self.head = rec.GENESIS
@@ -66,24 +67,24 @@ class AuditWriter:
 
     def submit(self, ex: Exchange) -> None:
         """Enqueue an exchange; never blocks, never raises."""
-        try:
-            self._queue.put_nowait((ex, None))
-        except queue.Full:
+        if self._queue.qsize() >= self.settings.queue_size:
             self.metrics.audit_dropped.inc()
             logger.error("audit_dropped", request_id=ex.request_id)
+            return
+        self._queue.put((ex, None))
 
     async def commit(self, ex: Exchange) -> None:
         """Strict durability: return once the exchange's record is durable."""
         fut: Future[None] = Future()
-        await asyncio.to_thread(self._queue.put, (ex, fut))  # strict mode may wait for room: it is the policy
+        self._queue.put((ex, fut))  # strict mode is bounded by the requests it holds, not by queue_size
         await asyncio.wrap_future(fut)
 
     def event(self, kind: str, body: dict[str, Any]) -> None:
         """A non-exchange record (drift transitions, quarantines) in the same chain."""
-        try:
-            self._queue.put_nowait((rec.event(kind, body, self.clock()), None))
-        except queue.Full:
+        if self._queue.qsize() >= self.settings.queue_size:
             self.metrics.audit_dropped.inc()
+            return
+        self._queue.put((rec.event(kind, body, self.clock()), None))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain the queue, write a last checkpoint, close the sink."""
