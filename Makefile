@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy
+.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy soak
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,9 +41,13 @@ test: install
 # Benchmarks write bench/results/; figures are quoted in the README with the machine they came from.
 bench: bench-detector bench-audit bench-proxy
 
-# needs Debian's wrk; LITELLM_VENV=path adds LiteLLM's proxy from its own virtualenv
+# needs Debian's wrk; installs LiteLLM's proxy (pinned) into .bench/litellm on first use
 bench-proxy: install
-	$(BIN)/python bench/proxy.py $(if $(LITELLM_VENV),--litellm-venv $(LITELLM_VENV))
+	$(BIN)/python bench/proxy.py --workers-scaling $(BENCH_ARGS)
+
+# 30 minutes of steady mixed load on one worker (not part of `make bench`)
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 bench-audit: install
 	$(BIN)/python bench/audit.py

@@ -138,6 +138,7 @@ def create_app(
         side,
         metrics,
         max_body_bytes=settings.max_body_bytes,
+        max_response_bytes=settings.max_response_bytes,
         drift=drift,
         canary=canary,
         audit=audit,

@@ -190,7 +190,10 @@ class SideChannel:
             try:
                 answers = answers_from_body(ex.endpoint, ex.response)
             except orjson.JSONDecodeError:
-                return []
+                answers = []
+        if not answers:  # a 2xx the proxy cannot read an answer from: counted, relayed unchanged all the same
+            self.metrics.unparseable.labels(ex.upstream).inc()
+            return []
         prompt = prompt_text(ex.endpoint, ex.request or {})
         verdicts: list[Verdict | None] = [None] * len(answers)
         todo = []

@@ -66,6 +66,12 @@ class Metrics:
             "Responses whose classification failed (the response itself was not affected).",
             registry=registry,
         )
+        self.unparseable = Counter(
+            "refusal_guard_unparseable_responses_total",
+            "Successful upstream answers with no assistant text the proxy could read (not JSON, no choices, bad SSE).",
+            ["upstream"],
+            registry=registry,
+        )
         self.classification_shed = Counter(
             "refusal_guard_classification_shed_total",
             "Responses left unclassified because the classification queue was full.",

@@ -27,7 +27,6 @@ from proxy.settings import CanarySettings
 from proxy.upstream import Upstream, UpstreamResponse, UpstreamStreamError
 from proxy.wire import check_request, parse_json_object, read_body
 
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream answer larger than this is a 502
 KEEP_STREAM_BYTES = 8 * 1024 * 1024  # of a stream, what is kept for classification and audit
 
 
@@ -65,6 +64,7 @@ class ProxyService:
         metrics: Metrics,
         *,
         max_body_bytes: int,
+        max_response_bytes: int = 64 * 1024 * 1024,
         drift: DriftMonitor | None = None,
         canary: CanarySettings | None = None,
         audit: AuditWriter | None = None,
@@ -79,6 +79,7 @@ class ProxyService:
         self.side = side
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes
 
     async def forward(self, request: Request, path: str) -> Response:
         """Relay ``request`` (``path`` is relative to ``/v1/``) and return the response to send."""
@@ -122,7 +123,7 @@ class ProxyService:
             if not streamed:
                 t0 = time.perf_counter()
                 try:
-                    content = await up.read(MAX_RESPONSE_BYTES)
+                    content = await up.read(self.max_response_bytes)
                 except UpstreamStreamError as exc:
                     kind = exc.kind if exc.kind != "stream_interrupted" else "read"
                     self.metrics.upstream_error(upstream.name, kind)
@@ -251,4 +252,6 @@ class ProxyService:
 def _as_proxy_error(exc: UpstreamStreamError) -> ProxyError:
     if exc.kind == "timeout":
         return UpstreamTimeout(str(exc))
+    if exc.kind == "protocol":
+        return UpstreamUnreachable(str(exc), code="upstream_response_too_large")
     return UpstreamUnreachable(str(exc))

@@ -169,6 +169,7 @@ class Settings(_Frozen):
     client_keys: tuple[ClientKey, ...] = ()
     detector: str = "delex-lr"
     max_body_bytes: int = 4 * 1024 * 1024
+    max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed upstream answer is a 502
     classify_queue_size: int = 10_000
     classify_batch_size: int = 64
     log_level: str = "info"
@@ -201,6 +202,7 @@ _ENV_FIELDS = {
     "WORKERS": "workers",
     "DETECTOR": "detector",
     "MAX_BODY_BYTES": "max_body_bytes",
+    "MAX_RESPONSE_BYTES": "max_response_bytes",
     "CLASSIFY_QUEUE_SIZE": "classify_queue_size",
     "LOG_LEVEL": "log_level",
 }
