@@ -35,6 +35,7 @@ from proxy.errors import MethodNotAllowed, ModelNotFound, NotFound, ProxyError
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware, RequestIds
+from proxy.openapi import document as openapi_document
 from proxy.routing import Router
 from proxy.service import ProxyService, error_response
 from proxy.settings import ClientKey, Settings
@@ -250,6 +251,9 @@ def create_app(
                 return JSONResponse(m)
         raise ModelNotFound(f"The model `{model_id[:200]}` does not exist or is not served here.", param="model")
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
     async def canary_state(request: Request) -> Response:
         return JSONResponse(drift.state())
 
@@ -288,6 +292,7 @@ def create_app(
     add("/healthz", healthz, methods=["GET"])
     add("/readyz", readyz, methods=["GET"])
     add("/metrics", metrics_endpoint, methods=["GET"])
+    add("/openapi.json", openapi, methods=["GET"])
     add("/canary/state", canary_state, methods=["GET"])
     add("/admin/quarantine/{model:path}/clear", clear_quarantine, methods=["POST"])
     add("/admin/quarantine/{model:path}", set_quarantine, methods=["POST"])
