@@ -9,7 +9,6 @@ Writes bench/results/audit.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -23,10 +22,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.detector import _cpu  # noqa: E402
+from bench.report import save  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
 
 CLI = [sys.executable, "-m", "proxy"]
-OUT = ROOT / "bench" / "results"
 
 
 def measure(upstream: str, durability: str, n: int) -> list[float]:
@@ -94,8 +93,6 @@ def main() -> None:
         sim.wait(10)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     result = {"machine": _cpu(), "requests": args.requests, "runs": runs, "median": med}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
     md = (
         f"Machine: {_cpu()}; {args.requests} sequential requests per mode, median of {args.runs} runs (SQLite sink).\n\n"
         "| durability | p50 (ms) | p99 (ms) |\n|---|---|---|\n"
@@ -103,8 +100,7 @@ def main() -> None:
         f"| strict | {med['strict_p50_ms']:.2f} | {med['strict_p99_ms']:.2f} |\n"
         f"\nstrict adds {med['strict_p50_ms'] - med['default_p50_ms']:.2f} ms at p50.\n"
     )
-    (OUT / "audit.md").write_text(md)
-    print(md)
+    save("audit", result, md)
 
 
 if __name__ == "__main__":

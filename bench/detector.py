@@ -11,7 +11,6 @@ the median of ``--runs`` runs. Memory: a real ``refusal-guard serve`` process in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,11 +24,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save  # noqa: E402
 from detectors import load_detector  # noqa: E402
 from detectors.dataset import load_examples  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
-
-OUT = ROOT / "bench" / "results"
 
 
 def throughput(name: str, texts: list[str], runs: int, seconds: float) -> list[float]:
@@ -103,8 +101,6 @@ def main() -> None:
         mem = proxy_memory(name, prompts)
         os.sched_setaffinity(0, {0})
         result["detectors"][name] = {"per_second_median": statistics.median(rates), "per_second_runs": rates, **mem}  # type: ignore[index]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "detector.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python {result['machine']['python']}",  # type: ignore[index]
         f"Answers of 1-2 KB: {len(texts)}; median of {args.runs} runs of {args.seconds} s on one core.",
@@ -114,8 +110,7 @@ def main() -> None:
     ]
     for name, r in result["detectors"].items():  # type: ignore[union-attr]
         lines.append(f"| {name} | {r['per_second_median']:,.0f} | {r['peak_rss_mb']:.0f} |")
-    (OUT / "detector.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("detector", result, "\n".join(lines) + "\n")
 
 
 def _cpu() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -34,10 +33,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.detector import _cpu, _kib  # noqa: E402
+from bench.report import save  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
 from proxy.settings import ClientKey  # noqa: E402
 
-OUT = ROOT / "bench" / "results"
 LITELLM = "1.108.0"  # litellm[proxy] 1.110.x does not resolve on PyPI at the time of writing
 KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 POST_LUA = (
@@ -291,10 +290,7 @@ def main() -> None:
         upstream.terminate()
         upstream.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "proxy.json").write_text(json.dumps(results, indent=1) + "\n")
-    (OUT / "proxy.md").write_text(markdown(results))
-    print(markdown(results))
+    save("proxy", results, markdown(results))
 
 
 if __name__ == "__main__":

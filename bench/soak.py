@@ -31,9 +31,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.detector import _cpu, _kib  # noqa: E402
+from bench.report import save  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
 
-OUT = ROOT / "bench" / "results"
 WARMUP_S = 120.0
 UPSTREAM = ["taskset", "-c", "1", sys.executable, "-m", "uvicorn", "bench.fake_upstream:app"]
 
@@ -173,8 +173,6 @@ def main() -> None:
         "audited_canary": canaries,
         "samples": samples,
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "soak.json").write_text(json.dumps(results, indent=1) + "\n")
     md = (
         f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; {args.minutes:.0f} min at "
         f"{args.rate:.0f} requests/s ({100 * args.stream_share:.0f}% streamed), canaries every 5 s, SQLite audit.\n\n"
@@ -184,8 +182,7 @@ def main() -> None:
         f"| {results['rss_after_warmup_mb']:.1f} -> {results['rss_end_mb']:.1f} | {results['rss_growth_pct']:+.1f}% "
         f"| {results['fds_min_max_after_warmup'][0]}-{results['fds_min_max_after_warmup'][1]} | {audited:,} |\n"
     )
-    (OUT / "soak.md").write_text(md)
-    print(md)
+    save("soak", results, md)
 
 
 if __name__ == "__main__":
