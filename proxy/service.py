@@ -111,7 +111,8 @@ class ProxyService:
         content, waited = b"", 0.0
         async with DisconnectWatch(request.receive) as watch:  # one watcher for headers and body
             try:
-                up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, request.url.query)
+                query = request.scope["query_string"].decode("latin-1")  # as sent; no URL object built
+                up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, query)
             except ProxyError as exc:
                 self.metrics.upstream_error(upstream.name, "timeout" if exc.status_code == 504 else "connect")
                 raise

@@ -35,6 +35,7 @@ def serve(settings: Settings, workers: int) -> int:
     """Run the runner and ``workers`` uvicorn workers until interrupted."""
     import uvicorn
 
+    from proxy.cli import SERVER
     from proxy.drill import free_port, wait_http
 
     own_dir = MULTIPROC_ENV not in os.environ
@@ -66,9 +67,7 @@ def serve(settings: Settings, workers: int) -> int:
             workers=workers,
             host=settings.host,
             port=settings.port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=30,
+            **SERVER,
         )
     finally:
         if runner is not None:
