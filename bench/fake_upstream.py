@@ -4,6 +4,9 @@ chat completions at once, or streams 20 chunks 5 ms apart when ``stream`` is tru
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 
@@ -71,3 +74,14 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+def launch(port: int) -> subprocess.Popen[bytes]:
+    """This app under uvicorn on ``port``, pinned to core 1 (the load generator's core)."""
+    cmd = ["taskset", "-c", "1", sys.executable, "-m", "uvicorn", "bench.fake_upstream:app", "--port", str(port)]
+    return subprocess.Popen(
+        [*cmd, "--log-level", "warning", "--no-access-log"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

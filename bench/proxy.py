@@ -32,6 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import fake_upstream  # noqa: E402
 from bench.detector import _cpu, _kib  # noqa: E402
 from bench.report import save  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
@@ -255,13 +256,7 @@ def main() -> None:
     script = tmp / "post.lua"
     script.write_text(POST_LUA)
     up_port = free_port()
-    upstream_cmd = ["taskset", "-c", "1", sys.executable, "-m", "uvicorn", "bench.fake_upstream:app"]
-    upstream = subprocess.Popen(
-        [*upstream_cmd, "--port", str(up_port), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    upstream = fake_upstream.launch(up_port)
     targets: list[Target] = []
     try:
         direct = f"http://127.0.0.1:{up_port}"

@@ -30,12 +30,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import fake_upstream  # noqa: E402
 from bench.detector import _cpu, _kib  # noqa: E402
 from bench.report import save  # noqa: E402
 from proxy.drill import free_port, wait_http  # noqa: E402
 
 WARMUP_S = 120.0
-UPSTREAM = ["taskset", "-c", "1", sys.executable, "-m", "uvicorn", "bench.fake_upstream:app"]
 
 
 class Load:
@@ -101,12 +101,7 @@ def main() -> None:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rg-soak-"))
     up_port, port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [*UPSTREAM, "--port", str(up_port), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    upstream = fake_upstream.launch(up_port)
     db = tmp / "audit.db"
     cfg = tmp / "guard.yaml"
     cfg.write_text(

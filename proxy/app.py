@@ -85,10 +85,15 @@ class GuardApp(FastAPI):
         send = self._ids.tag(scope, send)
         try:
             response = await self.state.service.forward(Request(scope, receive), path)
-        except Exception:  # what FastAPI's catch-all handler would do
-            logger.exception("unhandled_error", path=scope["path"])
-            response = error_response(ProxyError("The proxy failed to handle this request.", code="internal_error"))
+        except Exception:  # what FastAPI's catch-all handler does for the other routes
+            response = internal_error(scope["path"])
         await response(scope, receive, send)
+
+
+def internal_error(path: str) -> Response:
+    """A bug of ours: logged with its traceback, answered in the envelope, never with details."""
+    logger.exception("unhandled_error", path=path)
+    return error_response(ProxyError("The proxy failed to handle this request.", code="internal_error"))
 
 
 def create_app(
@@ -220,8 +225,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled_error", path=request.url.path)
-        return error_response(ProxyError("The proxy failed to handle this request.", code="internal_error"))
+        return internal_error(request.url.path)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -251,8 +255,10 @@ def create_app(
                 return JSONResponse(m)
         raise ModelNotFound(f"The model `{model_id[:200]}` does not exist or is not served here.", param="model")
 
+    openapi_body = JSONResponse(openapi_document()).body  # built once
+
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return Response(openapi_body, media_type="application/json")
 
     async def canary_state(request: Request) -> Response:
         return JSONResponse(drift.state())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.wire import _BOOL_FIELDS, _INT_FIELDS, _NUM_FIELDS
+from proxy.wire import BOOL_FIELDS, INT_FIELDS, NUM_FIELDS
 
 _ERROR = {
     "type": "object",
@@ -32,9 +32,9 @@ _TEXT_OR_PARTS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {}}]}
 
 def _params() -> dict[str, Any]:
     out: dict[str, Any] = {"model": {"type": "string"}}
-    out.update({n: {"type": "integer"} for n in _INT_FIELDS})
-    out.update({n: {"type": "number"} for n in _NUM_FIELDS})
-    out.update({n: {"type": "boolean"} for n in _BOOL_FIELDS})
+    out.update({n: {"type": "integer"} for n in INT_FIELDS})
+    out.update({n: {"type": "number"} for n in NUM_FIELDS})
+    out.update({n: {"type": "boolean"} for n in BOOL_FIELDS})
     return out
 
 

@@ -12,9 +12,9 @@ import orjson
 
 from proxy.errors import BadRequest, PayloadTooLarge
 
-_INT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "seed", "top_logprobs", "best_of")
-_NUM_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_BOOL_FIELDS = ("stream", "logprobs", "echo", "store", "parallel_tool_calls")
+INT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "seed", "top_logprobs", "best_of")
+NUM_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+BOOL_FIELDS = ("stream", "logprobs", "echo", "store", "parallel_tool_calls")
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -47,15 +47,15 @@ def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
         raise BadRequest("`model` is required and must be a non-empty string.", param="model")
     if len(model) > 256:
         raise BadRequest("`model` is longer than 256 characters.", param="model")
-    for name in _BOOL_FIELDS:
+    for name in BOOL_FIELDS:
         v = data.get(name)
         if v is not None and not isinstance(v, bool):
             raise BadRequest(f"`{name}` must be a boolean, not {_type_name(v)}.", param=name)
-    for name in _INT_FIELDS:
+    for name in INT_FIELDS:
         v = data.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
             raise BadRequest(f"`{name}` must be an integer, not {_type_name(v)}.", param=name)
-    for name in _NUM_FIELDS:
+    for name in NUM_FIELDS:
         v = data.get(name)
         if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
             raise BadRequest(f"`{name}` must be a number, not {_type_name(v)}.", param=name)
