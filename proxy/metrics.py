@@ -61,6 +61,12 @@ class Metrics:
             ["upstream", "kind"],
             registry=registry,
         )
+        self.upstream_retries = Counter(
+            "refusal_guard_upstream_retries_total",
+            "Requests sent again on a fresh connection because the pooled one had been closed by the upstream.",
+            ["upstream"],
+            registry=registry,
+        )
         self.detector_errors = Counter(
             "refusal_guard_detector_errors_total",
             "Responses whose classification failed (the response itself was not affected).",

@@ -116,6 +116,8 @@ class ProxyService:
             except ProxyError as exc:
                 self.metrics.upstream_error(upstream.name, "timeout" if exc.status_code == 504 else "connect")
                 raise
+            if up.retried:
+                self.metrics.upstream_retries.labels(upstream.name).inc()
             if up.status_code >= 500:
                 self.metrics.upstream_error(upstream.name, "status_5xx")
             elif up.status_code == 429:

@@ -47,6 +47,9 @@ class Timeouts(_Frozen):
     read: float = 300.0
     write: float = 30.0
     pool: float = 5.0
+    # how long an idle pooled connection is kept: below the 5 s after which uvicorn (vLLM, TGI's
+    # router is similar) closes idle connections, so the proxy rarely reuses one being closed
+    keepalive: float = 4.0
 
 
 class UpstreamConfig(_Frozen):

@@ -8,6 +8,7 @@ translated into the proxy's error tree here, once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -79,6 +80,7 @@ class UpstreamResponse:
     chunks: AsyncIterator[bytes]
     _close: object = field(default=None, repr=False)
     waited: float = 0.0  # seconds spent waiting on the upstream so far
+    retried: bool = False  # sent twice: the first pooled connection turned out closed
 
     async def read(self, limit: int) -> bytes:
         """The whole body, up to ``limit`` bytes (more is an error, not a silent cut)."""
@@ -168,7 +170,9 @@ class OpenAIUpstream:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=1000, limit_per_host=0, keepalive_timeout=self.config.timeouts.keepalive
+                ),
                 timeout=self._timeout,
                 auto_decompress=False,  # bytes are relayed as they came
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
@@ -187,10 +191,23 @@ class OpenAIUpstream:
         if self._auth:
             out.append(("authorization", self._auth))
         started = time.perf_counter()
+        url, retried = self._url(path, query), False
         async with _translated(self.name):
-            response = await self._client().request(
-                method, self._url(path, query), data=body or None, headers=out, allow_redirects=False
-            )
+            try:
+                response = await self._client().request(
+                    method, url, data=body or None, headers=out, allow_redirects=False
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):  # a new connection failed: nothing to retry
+                    raise
+                # The pooled connection was closed by the upstream as we reused it (its idle timeout,
+                # or a server that closes after each answer without saying so); no response byte came.
+                # aiohttp retries only idempotent methods; a POST gets one retry on a fresh connection.
+                await asyncio.sleep(0)  # let the loop notice any other connection the upstream closed
+                retried = True
+                response = await self._client().request(
+                    method, url, data=body or None, headers=out, allow_redirects=False
+                )
         return UpstreamResponse(
             status_code=response.status,
             headers=relay_headers(response.raw_headers),
@@ -198,6 +215,7 @@ class OpenAIUpstream:
             chunks=self._chunks(response),
             _close=lambda: _close(response),
             waited=time.perf_counter() - started,
+            retried=retried,
         )
 
     async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -121,13 +121,7 @@ FAULTS: dict[str, Callable[[Writer], Awaitable[None]]] = {
 
 async def _handle(reader: asyncio.StreamReader, writer: Writer) -> None:
     try:
-        raw_head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in raw_head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        body = orjson.loads(await reader.readexactly(length)) if length else {}
+        body = orjson.loads(await _read_request(reader) or b"{}")
         fault = FAULTS.get(str(body.get("model", "")), lambda w: _status(w, "200 OK", OK_BODY))
         await fault(writer)
         await writer.drain()
@@ -137,15 +131,39 @@ async def _handle(reader: asyncio.StreamReader, writer: Writer) -> None:
         writer.close()
 
 
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    raw_head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in raw_head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return await reader.readexactly(length) if length else b""
+
+
+async def drop_reused(reader: asyncio.StreamReader, writer: Writer) -> None:
+    """Answer a connection's first request and keep it open; close it, unanswered, on the second:
+    what a client sees when it reuses a pooled connection the server is closing (its idle timeout)."""
+    try:
+        await _read_request(reader)
+        writer.write(head("200 OK", "application/json", len(OK_BODY)) + OK_BODY)
+        await writer.drain()
+        await _read_request(reader)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
 @contextmanager
-def faulty_upstream() -> Iterator[str]:
-    """Serve the faults on loopback; yields the base URL (``.../v1``)."""
+def faulty_upstream(handler: Callable[[asyncio.StreamReader, Writer], Awaitable[None]] | None = None) -> Iterator[str]:
+    """Serve the faults (or ``handler``) on loopback; yields the base URL (``.../v1``)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, object] = {}
 
     async def main() -> None:
-        server = await asyncio.start_server(_handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handler or _handle, "127.0.0.1", 0)
         holder["port"] = server.sockets[0].getsockname()[1]
         holder["server"] = server
         ready.set()

@@ -21,7 +21,7 @@ from proxy.audit.sinks import Query, open_sink
 from proxy.drill import free_port
 from proxy.settings import Settings
 from tests.conftest import Proxy
-from tests.faulty import OK_BODY, blackhole, faulty_upstream
+from tests.faulty import OK_BODY, blackhole, drop_reused, faulty_upstream
 from tests.servers import ServerThread, wait_for
 
 SHORT = {"connect": 0.5, "read": 1.0, "write": 1.0, "pool": 0.5}
@@ -153,3 +153,26 @@ def test_every_fault_left_no_task_or_connection_behind(world: World) -> None:
     ok = {"model": "anything-else", "messages": [{"role": "user", "content": "hi"}]}
     with httpx.Client(base_url=world.proxy.url) as c:
         assert all(c.post("/v1/chat/completions", json=ok).status_code == 200 for _ in range(50))
+
+
+def test_a_pooled_connection_closed_by_the_upstream_is_retried_once_on_a_fresh_one() -> None:
+    """The second request reuses the first one's connection, which the upstream closes unanswered;
+    the client still gets the answer, and the retry is counted."""
+    with faulty_upstream(drop_reused) as url:
+        settings = Settings.model_validate(
+            {"canary": {"enabled": False}, "audit": {"url": "jsonl://-"}, "upstreams": [{"name": "u", "base_url": url}]}
+        )
+        registry = CollectorRegistry()
+        server = ServerThread(create_app(settings, registry=registry)).start()
+        try:
+            p = Proxy(server, registry, None)
+            ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            with httpx.Client(base_url=p.url) as c:
+                answers = [c.post("/v1/chat/completions", json=ok) for _ in range(3)]
+            assert [r.content for r in answers] == [OK_BODY] * 3
+            # each met the connection its predecessor left in the pool (the first, the one of the
+            # startup's GET /models, by which the router learns what a "*" upstream serves)
+            assert p.metric("refusal_guard_upstream_retries_total", upstream="u") == 3
+            assert p.metric("refusal_guard_upstream_errors_total", upstream="u", kind="connect") == 0
+        finally:
+            server.stop()
