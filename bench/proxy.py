@@ -125,6 +125,20 @@ class Target:
                 pids += [int(p) for p in children.read_text().split()]
         return sum(_kib(p, "VmHWM") for p in pids if Path(f"/proc/{p}").exists()) / 1024
 
+    def side_work(self) -> dict[str, float] | None:
+        """For refusal-guard: answers shed unclassified and audit records dropped over the whole
+        bench. Throughput counts only if the side work kept pace (both zero)."""
+        if self.proc is None or not self.name.startswith("refusal-guard"):
+            return None
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        wanted = {"refusal_guard_classification_shed_total": "shed", "refusal_guard_audit_dropped_total": "dropped"}
+        out = dict.fromkeys(wanted.values(), 0.0)
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in wanted:
+                out[wanted[name]] += float(value)
+        return out
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -188,6 +202,7 @@ def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, An
             m[f"c{c}"] = {k: statistics.median(r[t.name][f"c{c}"][k] for r in runs) for k in runs[0][t.name][f"c{c}"]}
         m["stream"] = {k: statistics.median(r[t.name]["stream"][k] for r in runs) for k in runs[0][t.name]["stream"]}
         m["peak_rss_mb"] = t.peak_rss_mb()
+        m["side_work"] = t.side_work()
         m["startup_s"] = t.startup
         med[t.name] = m
 
@@ -227,19 +242,27 @@ def markdown(results: dict[str, Any]) -> str:
         "the proxy on core 0 (the *-2cores rows: unpinned).",
         "",
         "| target | p50 c1 (ms) | p99 c1 (ms) | rps c1 | rps c8 | p99 c8 (ms) | rps c32 | p99 c32 (ms) "
-        "| first chunk (ms) | chunk gap p50 / max (ms) | peak RSS (MB) | ready (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| first chunk (ms) | chunk gap p50 / max (ms) | peak RSS (MB) | ready (s) | shed / dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in m.items():
         rss = f"{t['peak_rss_mb']:.0f}" if t["peak_rss_mb"] else "-"
         up = f"{t['startup_s']:.1f}" if t["startup_s"] else "-"
-        s = t["stream"]
+        s, side = t["stream"], t.get("side_work")
+        kept = f"{side['shed']:.0f} / {side['dropped']:.0f}" if side else "-"
         lines.append(
             f"| {name} | {t['c1']['p50_ms']:.3f} | {t['c1']['p99_ms']:.3f} | {t['c1']['rps']:,.0f} "
             f"| {t['c8']['rps']:,.0f} | {t['c8']['p99_ms']:.2f} | {t['c32']['rps']:,.0f} | {t['c32']['p99_ms']:.2f} "
-            f"| {s['ttfb_ms']:.2f} | {s['gap_p50_ms']:.2f} / {s['gap_max_ms']:.2f} | {rss} | {up} |"
+            f"| {s['ttfb_ms']:.2f} | {s['gap_p50_ms']:.2f} / {s['gap_max_ms']:.2f} | {rss} | {up} | {kept} |"
         )
-    lines += ["", "Within-run figures (median over runs):", ""]
+    lines += [
+        "",
+        "shed / dropped: answers left unclassified and audit records lost over the whole bench; "
+        "a throughput figure counts only where both are 0.",
+        "",
+        "Within-run figures (median over runs):",
+        "",
+    ]
     lines += [f"- {k}: {v:.3f}" for k, v in results["within_run"].items()]
     return "\n".join(lines) + "\n"
 

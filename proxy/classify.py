@@ -19,6 +19,7 @@ import orjson
 
 from detectors import Detector, Verdict
 from detectors.base import provider_refusal
+from proxy.background import paced
 from proxy.extract import Answer, answers_from_body, answers_from_stream, prompt_text
 from proxy.logs import logger
 from proxy.metrics import Metrics
@@ -171,7 +172,7 @@ class SideChannel:
 
     def _classify_batch(self, batch: list[Exchange]) -> None:
         """Runs in the classify thread: parse, extract and judge each exchange."""
-        for ex in batch:
+        for ex in paced(batch):
             try:
                 ex.verdicts = self.classify(ex)
             except Exception as exc:

@@ -12,6 +12,7 @@ import orjson
 import psycopg
 
 from proxy.audit.sinks import _ALL, Query, _row
+from proxy.background import paced
 
 
 class PostgresSink:
@@ -41,7 +42,7 @@ class PostgresSink:
         try:
             conn = self._connect()
             with conn.transaction(), conn.cursor() as cur:
-                rows = [_row(r) for r in records]
+                rows = [_row(r) for r in paced(records)]
                 if idempotent:
                     rows = [
                         row

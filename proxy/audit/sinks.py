@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from proxy.background import paced
+
 
 @dataclass(frozen=True)
 class Query:
@@ -117,7 +119,7 @@ class SQLiteSink:
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = [_row(r) for r in records]
+                rows = [_row(r) for r in paced(records)]
                 if idempotent:
                     rows = [
                         row

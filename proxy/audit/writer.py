@@ -24,6 +24,7 @@ import orjson
 from proxy.audit import record as rec
 from proxy.audit.privacy import Privacy
 from proxy.audit.sinks import Sink, default_spool, open_sink
+from proxy.background import paced
 from proxy.classify import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
@@ -143,7 +144,7 @@ class AuditWriter:
 
     def _write(self, batch: list[Item]) -> None:
         records = []
-        for item, _ in batch:
+        for item, _ in paced(batch):
             try:
                 records.append(self._seal(item))
             except Exception:  # a record that cannot be built is an error, not a crash
