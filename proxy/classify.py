@@ -19,7 +19,7 @@ import orjson
 
 from detectors import Detector, Verdict
 from detectors.base import provider_refusal
-from proxy.background import paced
+from proxy.background import paced, take_batch
 from proxy.extract import Answer, answers_from_body, answers_from_stream, prompt_text
 from proxy.logs import logger
 from proxy.metrics import Metrics
@@ -59,6 +59,10 @@ class Exchange:
 
 Listener = Callable[[Exchange], None]
 _Item = tuple[Exchange, "asyncio.Future[None] | None"]
+
+
+def _awaited(item: _Item | None) -> bool:
+    return item is None or item[1] is not None  # stopping, or someone awaits this verdict
 
 
 class SideChannel:
@@ -138,23 +142,15 @@ class SideChannel:
         q, loop = self._queue, self._loop
         assert loop is not None
         while True:
-            first = q.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._batch_size:
+            got = take_batch(q, self._batch_size, timeout=None, gather=0.0, urgent=_awaited)  # see proxy.background
+            batch = [item for item in got if item is not None]
+            if batch:
+                self._classify_batch([ex for ex, _ in batch])
                 try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    q.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-            self._classify_batch([ex for ex, _ in batch])
-            try:
-                loop.call_soon_threadsafe(self._judged, batch)
-            except RuntimeError:  # the loop is closed: shutting down
+                    loop.call_soon_threadsafe(self._judged, batch)
+                except RuntimeError:  # the loop is closed: shutting down
+                    return
+            if len(batch) < len(got):  # the stop sentinel came
                 return
 
     def _judged(self, batch: list[_Item]) -> None:

@@ -24,13 +24,19 @@ import orjson
 from proxy.audit import record as rec
 from proxy.audit.privacy import Privacy
 from proxy.audit.sinks import Sink, default_spool, open_sink
-from proxy.background import paced
+from proxy.background import GATHER, paced, take_batch
 from proxy.classify import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import AuditSettings
 
 _STOP = object()
+
+
+def _awaited(item: Any) -> bool:
+    return item is _STOP or item[1] is not None
+
+
 Item = tuple[Any, "Future[None] | None"]  # an Exchange or a ready record dict, and an optional durability future
 
 
@@ -100,21 +106,15 @@ class AuditWriter:
 
     def _run(self) -> None:
         self._replay()
+        s = self.settings
+        gather = 0.0 if s.durability == "strict" else min(GATHER, s.flush_seconds)
         stopping = False
         while not stopping:
-            batch: list[Item] = []
-            deadline = time.monotonic() + self.settings.flush_seconds
-            while len(batch) < self.settings.batch_size:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                if item[1] is not None:  # group commit: a waiting response takes what is queued now, no more
-                    deadline = time.monotonic()
+            # group commit: a waiting response (strict) takes what is queued now, no gathering
+            batch = take_batch(self._queue, s.batch_size, timeout=s.flush_seconds, gather=gather, urgent=_awaited)
+            stopping = any(item is _STOP for item in batch)
+            if stopping:
+                batch = [item for item in batch if item is not _STOP]
             self.metrics.audit_queue_depth.set(self._queue.qsize())
             if batch:
                 self._write(batch)
