@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,10 +54,22 @@ def _kib(pid: int, field: str) -> int:
 
 def proxy_memory(detector: str, prompts: list[str]) -> dict[str, float]:
     sim_port, port = free_port(), free_port()
+    audit = Path(tempfile.mkdtemp(prefix="rg-bench-detector-")) / "audit.db"  # not the tree's var/
     cli = [sys.executable, "-m", "proxy"]
     sim = subprocess.Popen([*cli, "sim-upstream", "--port", str(sim_port)], stderr=subprocess.DEVNULL)
     proxy = subprocess.Popen(
-        [*cli, "serve", "--upstream", f"http://127.0.0.1:{sim_port}/v1", "--port", str(port), "--detector", detector],
+        [
+            *cli,
+            "serve",
+            "--upstream",
+            f"http://127.0.0.1:{sim_port}/v1",
+            "--port",
+            str(port),
+            "--detector",
+            detector,
+            "--audit",
+            f"sqlite:///{audit}",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -79,6 +93,7 @@ def proxy_memory(detector: str, prompts: list[str]) -> dict[str, float]:
         sim.terminate()
         proxy.wait(10)
         sim.wait(10)
+        shutil.rmtree(audit.parent, ignore_errors=True)
 
 
 def main() -> None:
