@@ -3,8 +3,8 @@ against one fast fake upstream, in one run.
 
     python bench/proxy.py [--runs 5] [--seconds 5] [--litellm-venv PATH | --no-litellm]
 
-Load comes from Debian's ``wrk`` pinned to core 1 (with the fake upstream); the proxy under test is
-pinned to core 0. refusal-guard runs with its defaults, all features on (trained detector, metrics,
+Load comes from Debian's ``wrk`` pinned to core 1 (with the fake upstream and this script, which
+times streams); the proxy under test is pinned to core 0. refusal-guard runs with its defaults, all features on (trained detector, metrics,
 SQLite audit, canaries) and a client key; one worker. LiteLLM's proxy (``litellm[proxy]==LITELLM``,
 installed into its own virtualenv on first use) runs one worker with a master key. Every run
 measures every target in turn; ratios are computed within each run and the medians reported.
@@ -70,7 +70,10 @@ def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, f
 
 
 async def stream_timing(url: str, n: int) -> dict[str, float]:
-    """Time to first chunk and the gaps between chunks, over ``n`` streamed requests."""
+    """Time to first chunk and the gaps between chunks, over ``n`` streamed requests.
+
+    Run from core 1, where wrk runs: a client on the proxy's core would add its own work to the
+    proxy's figure (and not to the direct one, whose server is on core 1)."""
     first, gaps = [], []
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     async with httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {KEY}"}) as c:
@@ -238,7 +241,7 @@ def markdown(results: dict[str, Any]) -> str:
     m, machine = results["median"], results["machine"]
     lines = [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}; "
-        f"{results['runs']} runs of {results['seconds']:.0f} s per point, medians; wrk and the fake upstream on core 1, "
+        f"{results['runs']} runs of {results['seconds']:.0f} s per point, medians; wrk, the stream client and the fake upstream on core 1, "
         "the proxy on core 0 (the *-2cores rows: unpinned).",
         "",
         "| target | p50 c1 (ms) | p99 c1 (ms) | rps c1 | rps c8 | p99 c8 (ms) | rps c32 | p99 c32 (ms) "
@@ -275,6 +278,7 @@ def main() -> None:
     p.add_argument("--no-litellm", action="store_true")
     p.add_argument("--workers-scaling", action="store_true")
     args = p.parse_args()
+    os.sched_setaffinity(0, {1})  # this process is a client (stream timing), on the load generator's core
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     script = tmp / "post.lua"
     script.write_text(POST_LUA)
@@ -291,7 +295,7 @@ def main() -> None:
             for t in targets:
                 url = t.url + "/v1/chat/completions"
                 run[t.name] = {f"c{c}": wrk(url, c, args.seconds, script) for c in CONCURRENCY}
-                run[t.name]["stream"] = asyncio.run(stream_timing(url, 50))
+                run[t.name]["stream"] = asyncio.run(stream_timing(url, 200))
             runs.append(run)
             print(f"run {n + 1}/{args.runs} done", file=sys.stderr)
         results = {
