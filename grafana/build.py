@@ -170,8 +170,20 @@ def overview() -> dict[str, Any]:
             ),
             panel(
                 "Upstream errors",
-                "Upstream failures per second, by upstream and kind (connect, timeout, read, status_5xx, ...).",
-                [("sum by (upstream, kind) (rate(refusal_guard_upstream_errors_total[5m]))", "{{upstream}} {{kind}}")],
+                "Upstream failures per second, by upstream and kind (connect, timeout, read, status_5xx, ...); "
+                "2xx answers with no readable assistant text (unclassifiable); requests sent again because "
+                "a pooled connection had been closed by the upstream.",
+                [
+                    (
+                        "sum by (upstream, kind) (rate(refusal_guard_upstream_errors_total[5m]))",
+                        "{{upstream}} {{kind}}",
+                    ),
+                    (
+                        "sum by (upstream) (rate(refusal_guard_unparseable_responses_total[5m]))",
+                        "{{upstream}} unparseable",
+                    ),
+                    ("sum by (upstream) (rate(refusal_guard_upstream_retries_total[5m]))", "{{upstream}} retried"),
+                ],
                 unit="reqps",
             ),
             panel(

@@ -118,6 +118,7 @@ def create_app(
         multiprocess.MultiProcessCollector(exposed)  # type: ignore[no-untyped-call]
     ups = list(upstreams) if upstreams is not None else [build_upstream(c) for c in settings.upstreams]
     router = Router(ups)
+    metrics.known_upstreams(u.name for u in ups)
     side = SideChannel(
         detector if detector is not None else load_detector(settings.detector),
         metrics,

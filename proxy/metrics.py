@@ -8,6 +8,8 @@ name (or ``NO_UPSTREAM``), ``verdict`` one of three labels, ``traffic`` producti
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 UNROUTED = "unrouted"
@@ -166,6 +168,13 @@ class Metrics:
         self.audit_write_errors = Counter(
             "refusal_guard_audit_write_errors_total", "Failed writes to the audit sink.", registry=registry
         )
+
+    def known_upstreams(self, names: Iterable[str]) -> None:
+        """Export 0 for each configured upstream's rarely-moving counters, so a dashboard shows 0,
+        not "no data", and a rate() over them starts from the first scrape."""
+        for name in names:
+            self.unparseable.labels(name)
+            self.upstream_retries.labels(name)
 
     def upstream_error(self, upstream: str, kind: str) -> None:
         assert kind in UPSTREAM_ERROR_KINDS, kind
