@@ -64,7 +64,7 @@ class ProxyService:
         metrics: Metrics,
         *,
         max_body_bytes: int,
-        max_response_bytes: int = 64 * 1024 * 1024,
+        max_response_bytes: int,
         drift: DriftMonitor | None = None,
         canary: CanarySettings | None = None,
         audit: AuditWriter | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -192,11 +192,13 @@ class OpenAIUpstream:
             out.append(("authorization", self._auth))
         started = time.perf_counter()
         url, retried = self._url(path, query), False
+
+        def attempt() -> Awaitable[aiohttp.ClientResponse]:
+            return self._client().request(method, url, data=body or None, headers=out, allow_redirects=False)
+
         async with _translated(self.name):
             try:
-                response = await self._client().request(
-                    method, url, data=body or None, headers=out, allow_redirects=False
-                )
+                response = await attempt()
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if isinstance(exc, aiohttp.ClientConnectorError):  # a new connection failed: nothing to retry
                     raise
@@ -205,9 +207,7 @@ class OpenAIUpstream:
                 # aiohttp retries only idempotent methods; a POST gets one retry on a fresh connection.
                 await asyncio.sleep(0)  # let the loop notice any other connection the upstream closed
                 retried = True
-                response = await self._client().request(
-                    method, url, data=body or None, headers=out, allow_redirects=False
-                )
+                response = await attempt()
         return UpstreamResponse(
             status_code=response.status,
             headers=relay_headers(response.raw_headers),
