@@ -56,8 +56,8 @@ bench-detector: install
 	$(BIN)/python bench/detector.py
 
 lint: install
-	$(BIN)/ruff check proxy detectors tests scripts bench grafana deploy
-	$(BIN)/ruff format --check proxy detectors tests scripts bench grafana deploy
+	$(BIN)/ruff check proxy detectors reference_upstream fire_drill tests scripts bench grafana deploy
+	$(BIN)/ruff format --check proxy detectors reference_upstream fire_drill tests scripts bench grafana deploy
 	$(BIN)/mypy
 
 check: lint test

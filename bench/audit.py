@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.detector import _cpu  # noqa: E402
 from bench.report import save  # noqa: E402
-from proxy.drill import free_port, wait_http  # noqa: E402
+from proxy.testing import free_port, wait_http  # noqa: E402
 
 CLI = [sys.executable, "-m", "proxy"]
 

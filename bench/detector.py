@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import save  # noqa: E402
 from detectors import load_detector  # noqa: E402
 from detectors.dataset import load_examples  # noqa: E402
-from proxy.drill import free_port, wait_http  # noqa: E402
+from proxy.testing import free_port, wait_http  # noqa: E402
 
 
 def throughput(name: str, texts: list[str], runs: int, seconds: float) -> list[float]:

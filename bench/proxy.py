@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from bench import fake_upstream  # noqa: E402
 from bench.detector import _cpu, _kib  # noqa: E402
 from bench.report import save  # noqa: E402
-from proxy.drill import free_port, wait_http  # noqa: E402
 from proxy.settings import ClientKey  # noqa: E402
+from proxy.testing import free_port, wait_http  # noqa: E402
 
 LITELLM = "1.108.0"  # litellm[proxy] 1.110.x does not resolve on PyPI at the time of writing
 KEY = "sk-bench-0123456789abcdef0123456789abcdef"

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench import fake_upstream  # noqa: E402
 from bench.detector import _cpu, _kib  # noqa: E402
 from bench.report import save  # noqa: E402
-from proxy.drill import free_port, wait_http  # noqa: E402
+from proxy.testing import free_port, wait_http  # noqa: E402
 
 WARMUP_S = 120.0
 

@@ -11,25 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
-
-# uvicorn as the proxy runs it. proxy_headers off: the proxy never uses the client's address, and
-# parsing X-Forwarded-For on every request is a layer the hot path does not need.
-SERVER: dict[str, Any] = {
-    "log_level": "warning",
-    "access_log": False,
-    "proxy_headers": False,
-    "timeout_graceful_shutdown": 30,
-}
-
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
     from proxy.logs import configure_logging
+    from proxy.server import SERVER
     from proxy.settings import load_settings
 
     try:
@@ -67,6 +57,7 @@ def _runner(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.logs import configure_logging
+    from proxy.server import SERVER
     from proxy.settings import load_settings
 
     try:
@@ -76,14 +67,14 @@ def _runner(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     app = create_app(settings, role="canary-runner")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, **SERVER)
     return 0
 
 
 def _sim(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from proxy.sim.app import create_sim_app
+    from reference_upstream.app import create_sim_app
 
     app = create_sim_app(args.mode, chunk_delay=args.chunk_delay, models=tuple(args.model or ["sim-model"]))
     print(f"sim-upstream: mode={args.mode} on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
@@ -185,7 +176,14 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_main(args.rest)
 
 
+def _drill(args: argparse.Namespace) -> int:
+    from fire_drill import main as drill_main
+
+    return drill_main(args.rest)
+
+
 _DELEGATED = {
+    "drill": _drill,
     "train": _train,
     "eval-detector": _eval_detector,
     "eval": _gate,

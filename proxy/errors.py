@@ -1,8 +1,10 @@
-"""One error tree for everything the proxy itself refuses, rendered once in OpenAI's envelope.
+"""One error tree for everything the proxy itself refuses, rendered once, here, in OpenAI's envelope.
 
 Upstream errors that carry a response (4xx/5xx) are *not* raised: they pass through unchanged.
 These exceptions cover what the proxy decides: bad input, auth, routing, and upstreams that
-could not be reached or did not answer in time.
+could not be reached, did not answer in time or broke off. Every upstream failure is an
+:class:`UpstreamError` whose ``kind`` is its metric label; aiohttp's exceptions are mapped onto
+them once, in :func:`proxy.upstream.upstream_error`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 
 class ProxyError(Exception):
@@ -30,7 +33,7 @@ class ProxyError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def body(self) -> bytes:
-        return orjson.dumps(self.envelope())
+        return error_body(self.message, type=self.type, code=self.code, param=self.param)
 
 
 class BadRequest(ProxyError):
@@ -69,18 +72,38 @@ class PayloadTooLarge(ProxyError):
     code = "request_too_large"
 
 
-class UpstreamUnreachable(ProxyError):
-    """Connection refused, DNS failure, TLS failure, connection reset before a response."""
+class UpstreamError(ProxyError):
+    """The upstream failed; ``kind`` says how (the ``kind`` label of ``refusal_guard_upstream_errors_total``)."""
 
     status_code = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+    kind = "connect"
 
 
-class UpstreamTimeout(ProxyError):
+class UpstreamUnreachable(UpstreamError):
+    """Connection refused, DNS failure, TLS failure, connection reset before a response."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """No connection, or no byte of the answer, within the configured timeout."""
+
     status_code = 504
-    type = "upstream_error"
     code = "upstream_timeout"
+    kind = "timeout"
+
+
+class UpstreamBrokeOff(UpstreamError):
+    """The answer had begun and was cut off (a relayed stream counts it as ``stream_interrupted``)."""
+
+    kind = "read"
+
+
+class UpstreamResponseTooLarge(UpstreamError):
+    """A non-streamed answer over ``max_response_bytes``: an error, never a silent cut."""
+
+    code = "upstream_response_too_large"
+    kind = "protocol"
 
 
 class ServiceUnavailable(ProxyError):
@@ -89,6 +112,34 @@ class ServiceUnavailable(ProxyError):
     code = "service_unavailable"
 
 
+class AuditUnavailable(ServiceUnavailable):
+    """Strict audit durability: the exchange's record could not be made durable, so no answer."""
+
+    code = "audit_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The audit log cannot record this exchange (strict durability).")
+
+
 def error_body(message: str, *, type: str, code: str | None, param: str | None = None) -> bytes:
     """An OpenAI error envelope as bytes, for errors that are not raised (e.g. inside a stream)."""
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
+    """The HTTP response for a raised error."""
+    headers = {"x-request-id": request_id} if request_id else None
+    return Response(exc.body(), status_code=exc.status_code, media_type="application/json", headers=headers)
+
+
+def sse_error_event(exc: ProxyError, *, responses_api: bool) -> bytes:
+    """The SSE event that tells a client its stream broke off (the openai SDK raises on it)."""
+    if responses_api:
+        return b"event: error\ndata: " + exc.body() + b"\n\n"
+    return b"data: " + exc.body() + b"\n\n"
+
+
+class StreamInterrupted(UpstreamError):
+    """Inside a relayed stream: the event a client gets when its stream broke off."""
+
+    code = "upstream_stream_interrupted"

@@ -7,19 +7,18 @@ OpenAI's wire format and leave in it: litellm translates to and from the provide
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable, error_body
-from proxy.settings import UpstreamConfig
-from proxy.upstream import UpstreamResponse, UpstreamStreamError
+from proxy.errors import BadRequest, UpstreamBrokeOff, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from proxy.settings import UpstreamConfig, prepare_litellm
+from proxy.upstream import UpstreamResponse
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map at import
-import litellm
+prepare_litellm()  # before the import: litellm must never fetch its cost map
+import litellm  # noqa: E402
 
 litellm.telemetry = False
 litellm.drop_params = True  # an OpenAI parameter the provider lacks is dropped, not an error
@@ -80,7 +79,7 @@ class LiteLLMUpstream:
                 status,
                 list(_JSON),
                 "application/json",
-                _once(error_body(msg, type="upstream_error", code=None)),
+                _once(UpstreamError(msg, code=None).body()),
                 waited=time.perf_counter() - started,
             )
         waited = time.perf_counter() - started
@@ -102,9 +101,9 @@ class LiteLLMUpstream:
             if not responses_api:
                 yield b"data: [DONE]\n\n"
         except litellm.exceptions.Timeout as exc:
-            raise UpstreamStreamError("timeout", f"upstream {self.name!r} stopped sending") from exc
+            raise UpstreamTimeout(f"upstream {self.name!r} stopped sending") from exc
         except Exception as exc:
-            raise UpstreamStreamError("stream_interrupted", f"upstream {self.name!r} broke off its response") from exc
+            raise UpstreamBrokeOff(f"upstream {self.name!r} broke off its response") from exc
 
     async def ready(self) -> bool:
         return True  # a provider's health cannot be probed without a billed call

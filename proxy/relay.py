@@ -11,28 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import error_body
-from proxy.upstream import UpstreamResponse, UpstreamStreamError
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What the client received, for the side channel."""
-
-    status: int
-    body: bytes
-    upstream_wait: float
-    truncated: bool = False
-    error: str | None = None
-    error_kind: str | None = None
-    disconnected: bool = False
-
+from proxy.errors import AuditUnavailable, UpstreamBrokeOff, UpstreamError, sse_error_event
+from proxy.exchange import Outcome
+from proxy.upstream import UpstreamResponse
 
 OnSent = Callable[[Outcome], None]
 
@@ -133,8 +119,10 @@ class StreamRelay(Response):
                         chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                    except UpstreamStreamError as exc:
-                        out.error, out.error_kind = str(exc), exc.kind
+                    except UpstreamError as exc:
+                        # cut off mid-stream is the relay's own kind: the client saw part of an answer
+                        out.error = str(exc)
+                        out.error_kind = "stream_interrupted" if isinstance(exc, UpstreamBrokeOff) else exc.kind
                         await send({"type": "http.response.body", "body": self._error_event, "more_body": True})
                         break
                     finally:
@@ -152,11 +140,7 @@ class StreamRelay(Response):
                     try:
                         await self._before_end(out)
                     except Exception:
-                        failed = sse_error_event(
-                            "The audit log cannot record this exchange (strict durability).",
-                            code="audit_unavailable",
-                            responses_api=False,
-                        )
+                        failed = sse_error_event(AuditUnavailable(), responses_api=False)
                         await send({"type": "http.response.body", "body": failed, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
         except OSError:  # the server reports a client gone away while we were sending
@@ -165,11 +149,3 @@ class StreamRelay(Response):
             await asyncio.shield(up.aclose())
             out.body = b"".join(kept)
             self._on_sent(out)
-
-
-def sse_error_event(message: str, *, code: str, responses_api: bool) -> bytes:
-    """The SSE event that tells a client its stream broke off (the openai SDK raises on it)."""
-    body = error_body(message, type="upstream_error", code=code)
-    if responses_api:
-        return b"event: error\ndata: " + body + b"\n\n"
-    return b"data: " + body + b"\n\n"

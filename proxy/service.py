@@ -1,30 +1,40 @@
 """The forwarding service: authenticate, validate, route, relay, then hand off to the side channel.
 
 Routes stay thin; this is where a request becomes an upstream call and an answer becomes an
-:class:`~proxy.classify.Exchange`. Nothing after the upstream's answer (parsing, classification,
-metrics, logs) runs before the client has its bytes.
+:class:`~proxy.exchange.Exchange` for the :class:`~proxy.pipeline.Pipeline`. Nothing after the
+upstream's answer (parsing, classification, metrics, logs) runs before the client has its bytes,
+except under strict audit durability, where the response ends only once the pipeline has run.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.audit.record import safe_headers
-from proxy.audit.writer import AuditWriter
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
-from proxy.classify import CLASSIFIED_ENDPOINTS, Exchange, SideChannel
-from proxy.errors import ProxyError, ServiceUnavailable, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import (
+    AuditUnavailable,
+    ProxyError,
+    ServiceUnavailable,
+    StreamInterrupted,
+    UpstreamError,
+    error_response,
+    sse_error_event,
+)
+from proxy.exchange import ENDPOINTS, Exchange, Outcome
 from proxy.logs import logger
 from proxy.metrics import NO_UPSTREAM, UNROUTED, Metrics
-from proxy.relay import BodyRelay, DisconnectWatch, Outcome, StreamRelay, sse_error_event
+from proxy.pipeline import Pipeline
+from proxy.relay import BodyRelay, DisconnectWatch, StreamRelay
 from proxy.routing import Route, Router
 from proxy.settings import CanarySettings
-from proxy.upstream import Upstream, UpstreamResponse, UpstreamStreamError
+from proxy.upstream import Upstream, UpstreamResponse
 from proxy.wire import check_request, parse_json_object, read_body
 
 KEEP_STREAM_BYTES = 8 * 1024 * 1024  # of a stream, what is kept for classification and audit
@@ -47,12 +57,7 @@ class _Call:
     stream: bool = False
     request: dict | None = None  # type: ignore[type-arg]
     headers: list[tuple[str, str]] = field(default_factory=list)
-    exchange: Exchange | None = None  # built early under strict audit durability
-
-
-def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
-    headers = {"x-request-id": request_id} if request_id else None
-    return Response(exc.body(), status_code=exc.status_code, media_type="application/json", headers=headers)
+    held: bool = False  # strict durability: the pipeline ran before the response ended
 
 
 class ProxyService:
@@ -60,23 +65,23 @@ class ProxyService:
         self,
         router: Router,
         auth: ClientAuth,
-        side: SideChannel,
+        pipeline: Pipeline,
         metrics: Metrics,
         *,
         max_body_bytes: int,
         max_response_bytes: int,
         drift: DriftMonitor | None = None,
         canary: CanarySettings | None = None,
-        audit: AuditWriter | None = None,
         strict: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.audit = audit
-        self.strict = strict and audit is not None
+        self.strict = strict  # strict audit durability: the pipeline runs before a response may end
+        self.clock = clock
         self.drift = drift
         self.canary = canary
         self.router = router
         self.auth = auth
-        self.side = side
+        self.pipeline = pipeline
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
@@ -87,8 +92,8 @@ class ProxyService:
             request_id=request.scope.get("state", {}).get("request_id", ""),
             path=path,
             method=request.method,
-            endpoint=CLASSIFIED_ENDPOINTS.get(path) if request.method == "POST" else None,
-            started_wall=time.time(),
+            endpoint=ENDPOINTS.get(path) if request.method == "POST" else None,
+            started_wall=self.clock(),
             started=time.perf_counter(),
         )
         try:
@@ -105,16 +110,15 @@ class ProxyService:
         upstream = route.upstream
         call.label, call.upstream = route.label, upstream.name
         fwd_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        if self.audit is not None:
-            call.headers = list(safe_headers([(k.lower(), v) for k, v in fwd_headers]).items())
+        call.headers = list(safe_headers([(k.lower(), v) for k, v in fwd_headers]).items())
         up: UpstreamResponse | None = None
         content, waited = b"", 0.0
         async with DisconnectWatch(request.receive) as watch:  # one watcher for headers and body
             try:
                 query = request.scope["query_string"].decode("latin-1")  # as sent; no URL object built
                 up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, query)
-            except ProxyError as exc:
-                self.metrics.upstream_error(upstream.name, "timeout" if exc.status_code == 504 else "connect")
+            except UpstreamError as exc:
+                self.metrics.upstream_error(upstream.name, exc.kind)
                 raise
             if up.retried:
                 self.metrics.upstream_retries.labels(upstream.name).inc()
@@ -127,10 +131,9 @@ class ProxyService:
                 t0 = time.perf_counter()
                 try:
                     content = await up.read(self.max_response_bytes)
-                except UpstreamStreamError as exc:
-                    kind = exc.kind if exc.kind != "stream_interrupted" else "read"
-                    self.metrics.upstream_error(upstream.name, kind)
-                    raise _as_proxy_error(exc) from exc
+                except UpstreamError as exc:
+                    self.metrics.upstream_error(upstream.name, exc.kind)
+                    raise
                 finally:
                     await up.aclose()
                 waited = up.waited + time.perf_counter() - t0
@@ -141,13 +144,11 @@ class ProxyService:
             return Response(status_code=499)
         assert up is not None
         if streamed:
-            msg = f"upstream {upstream.name!r} broke off the stream"
+            broke_off = StreamInterrupted(f"upstream {upstream.name!r} broke off the stream")
             return StreamRelay(
                 up,
                 keep=KEEP_STREAM_BYTES,
-                error_event=sse_error_event(
-                    msg, code="upstream_stream_interrupted", responses_api=call.endpoint == "responses"
-                ),
+                error_event=sse_error_event(broke_off, responses_api=call.endpoint == "responses"),
                 on_sent=lambda out: self._done(call, out),
                 before_end=(lambda out: self._hold(call, out)) if self.strict else None,
             )
@@ -157,9 +158,7 @@ class ProxyService:
             try:
                 await self._hold(call, out)
             except Exception as exc:
-                raise ServiceUnavailable(
-                    "The audit log cannot record this exchange (strict durability).", code="audit_unavailable"
-                ) from exc
+                raise AuditUnavailable() from exc
         return BodyRelay(up.status_code, up.headers, content, out, lambda o: self._done(call, o))
 
     def _route(self, call: _Call, body: bytes, content_type: str) -> Route:
@@ -211,10 +210,8 @@ class ProxyService:
                 self.metrics.overhead.observe(max(0.0, duration - out.upstream_wait))
             if out.error_kind:
                 self.metrics.upstream_error(call.upstream, out.error_kind)
-            if call.exchange is not None:  # strict durability: judged and audited before the response ended
-                self.side.finish(call.exchange)
-            else:
-                self.side.submit(self._exchange(call, out, duration))
+            if not call.held:  # under strict durability the pipeline already ran, before the response ended
+                self.pipeline.submit(self._exchange(call, out, duration))
         except Exception:  # monitoring never breaks traffic
             logger.exception("record_failed", request_id=call.request_id)
 
@@ -242,19 +239,6 @@ class ProxyService:
         )
 
     async def _hold(self, call: _Call, out: Outcome) -> None:
-        """Strict durability: judge and commit the record before the response may end."""
-        if self.audit is None:
-            return
-        ex = self._exchange(call, out)
-        await self.side.judge(ex)
-        await self.audit.commit(ex)
-        ex.audited = True
-        call.exchange = ex
-
-
-def _as_proxy_error(exc: UpstreamStreamError) -> ProxyError:
-    if exc.kind == "timeout":
-        return UpstreamTimeout(str(exc))
-    if exc.kind == "protocol":
-        return UpstreamUnreachable(str(exc), code="upstream_response_too_large")
-    return UpstreamUnreachable(str(exc))
+        """Strict durability: the exchange takes the pipeline (judged, audited) before the response may end."""
+        call.held = True
+        await self.pipeline.run(self._exchange(call, out))

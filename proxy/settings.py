@@ -2,8 +2,11 @@
 
 Sources, lowest precedence first: built-in defaults, a YAML file (``--config`` or
 ``REFUSAL_GUARD_CONFIG``), environment variables ``REFUSAL_GUARD_*``, then command-line flags.
-Nothing else in the proxy reads the environment, except :meth:`UpstreamConfig.api_key`, which
-reads the variable the config *names* (the key itself never sits in a config file).
+Nothing else in the proxy reads (or writes) the environment: this module is the one place, with
+:meth:`UpstreamConfig.api_key` and :meth:`AuditSettings.hash_salt` reading the variables the
+config *names* (a secret never sits in a config file), and the few variables that pass settings
+to worker processes and libraries (:func:`worker_settings`, :func:`export_worker_env`,
+:func:`prepare_litellm`). ``tests/unit/test_layout.py`` holds the rest of the tree to it.
 
 Example file::
 
@@ -34,6 +37,15 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def is_glob(name: str) -> bool:
+    """True for a model pattern (``meta-llama/*``), false for a model name.
+
+    >>> is_glob("qwen-*"), is_glob("qwen2.5-7b")
+    (True, False)
+    """
+    return any(c in name for c in "*?[")
 
 
 class _Frozen(BaseModel):
@@ -79,7 +91,7 @@ class UpstreamConfig(_Frozen):
             if pattern == model:
                 return pattern
         for pattern in self.models:
-            if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(model, pattern):
+            if is_glob(pattern) and fnmatch.fnmatchcase(model, pattern):
                 return pattern
         return None
 
@@ -163,6 +175,21 @@ class AuditSettings(_Frozen):
     retry_seconds: float = 2.0  # how often a down sink is retried (records spool meanwhile)
     checkpoint_seconds: float = 30.0  # how often the chain head goes to the log stream
 
+    def hash_salt(self, environ: Mapping[str, str] | None = None) -> str:
+        """The salt for ``privacy: hash``, read from the variable the config names; never logged."""
+        return (os.environ if environ is None else environ).get(self.hash_salt_env, "")
+
+
+class ShiftSettings(_Frozen):
+    """The production refusal-rate shift test (:mod:`proxy.shift`): recent window against baseline."""
+
+    bucket_seconds: float = 60.0
+    recent_seconds: float = 3600.0
+    baseline_seconds: float = 7 * 86400.0
+    min_samples: int = 200
+    z: float = 4.0
+    min_relative: float = 0.5
+
 
 class Settings(_Frozen):
     host: str = "127.0.0.1"
@@ -179,6 +206,9 @@ class Settings(_Frozen):
     readiness_cache_seconds: float = 2.0
     canary: CanarySettings = CanarySettings()
     audit: AuditSettings = AuditSettings()
+    shift: ShiftSettings = ShiftSettings()
+    # prometheus-client multiprocess mode (several workers): where every process writes its samples
+    metrics_dir: str | None = None
     admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("upstreams")
@@ -252,3 +282,30 @@ def load_settings(
     over.pop("upstream_api_key_env", None)
     data.update({k: v for k, v in over.items() if v is not None})
     return Settings.model_validate(data)
+
+
+# -- variables that carry settings to other processes and libraries --------------------------------
+
+WORKER_SETTINGS_ENV = ENV_PREFIX + "WORKER_SETTINGS"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it in each process at import
+
+
+def multiproc_dir() -> str | None:
+    """A metrics directory already set for this process tree (by an operator or a parent)."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def export_worker_env(settings_file: Path, metrics_dir: Path) -> None:
+    """For the worker processes uvicorn spawns: where their settings are, where metrics go."""
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    os.environ[WORKER_SETTINGS_ENV] = str(settings_file)
+
+
+def worker_settings() -> Settings:
+    """In a worker process: the settings its parent wrote (see :func:`export_worker_env`)."""
+    return Settings.model_validate_json(Path(os.environ[WORKER_SETTINGS_ENV]).read_bytes())
+
+
+def prepare_litellm() -> None:
+    """Before litellm is imported: never let it fetch its cost map from the network."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

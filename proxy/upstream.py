@@ -3,7 +3,7 @@
 ``OpenAIUpstream`` speaks to any OpenAI-compatible server (vLLM, Ollama, llama.cpp, TGI, OpenAI)
 over one pooled ``aiohttp.ClientSession``. Providers that are not OpenAI-compatible go through
 :mod:`proxy.litellm_upstream`, the one module that imports litellm. aiohttp's exceptions are
-translated into the proxy's error tree here, once.
+mapped onto the proxy's error tree here, once (:func:`upstream_error`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from typing import Protocol
 import aiohttp
 import yarl
 
-from proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import (
+    ProxyError,
+    UpstreamBrokeOff,
+    UpstreamError,
+    UpstreamResponseTooLarge,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from proxy.settings import UpstreamConfig
 
 # Request headers never forwarded: hop-by-hop, the client's credentials, and what the client recomputes.
@@ -62,14 +69,6 @@ _DROP_RESPONSE = frozenset(
 )
 
 
-class UpstreamStreamError(Exception):
-    """The upstream failed after its response had started (a stream cut mid-way, a read timeout)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
 @dataclass
 class UpstreamResponse:
     """An upstream's answer once its headers arrived; the body is read or iterated once."""
@@ -88,7 +87,7 @@ class UpstreamResponse:
         async for chunk in self.chunks:
             size += len(chunk)
             if size > limit:
-                raise UpstreamStreamError("protocol", f"upstream response exceeds {limit} bytes")
+                raise UpstreamResponseTooLarge(f"upstream response exceeds {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -108,7 +107,8 @@ class Upstream(Protocol):
     async def send(
         self, method: str, path: str, body: bytes, headers: Iterable[tuple[str, str]], query: str = ""
     ) -> UpstreamResponse:
-        """Send one request; return once the response's headers arrived. Raises a :class:`ProxyError`."""
+        """Send one request; return once the response's headers arrived. Raises an :class:`UpstreamError`
+        (or, for a request this upstream cannot take, a :class:`ProxyError`); so does iterating ``chunks``."""
         ...
 
     async def ready(self) -> bool:
@@ -123,21 +123,30 @@ def relay_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     return [(k.lower(), v) for k, v in raw if k.lower().decode("latin-1") not in _DROP_RESPONSE]
 
 
+def upstream_error(exc: BaseException, upstream: str, *, answering: bool = False) -> UpstreamError:
+    """aiohttp's exception tree onto the proxy's, once, at this boundary.
+
+    ``answering``: the response had begun, so a connection error means the answer broke off.
+    ``tests/unit/test_upstream.py`` maps every exception class aiohttp defines.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(f"upstream {upstream!r} did not accept the connection in time")
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        what = "stopped sending" if answering else "did not answer in time"
+        return UpstreamTimeout(f"upstream {upstream!r} {what}")
+    if answering:
+        return UpstreamBrokeOff(f"upstream {upstream!r} broke off its response")
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return UpstreamUnreachable(f"upstream {upstream!r} could not be reached")
+    return UpstreamUnreachable(f"upstream {upstream!r} failed: {type(exc).__name__}")
+
+
 @asynccontextmanager
-async def _translated(upstream: str) -> AsyncIterator[None]:
-    """Map aiohttp's exception tree onto the proxy's, once, at this boundary."""
+async def _mapped(upstream: str, *, answering: bool = False) -> AsyncIterator[None]:
     try:
         yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise UpstreamTimeout(
-            f"upstream {upstream!r} did not accept the connection in time", code="upstream_timeout"
-        ) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"upstream {upstream!r} did not answer in time") from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-        raise UpstreamUnreachable(f"upstream {upstream!r} could not be reached") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable(f"upstream {upstream!r} failed: {type(exc).__name__}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise upstream_error(exc, upstream, answering=answering) from exc
 
 
 class OpenAIUpstream:
@@ -196,7 +205,7 @@ class OpenAIUpstream:
         def attempt() -> Awaitable[aiohttp.ClientResponse]:
             return self._client().request(method, url, data=body or None, headers=out, allow_redirects=False)
 
-        async with _translated(self.name):
+        async with _mapped(self.name):
             try:
                 response = await attempt()
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
@@ -220,12 +229,9 @@ class OpenAIUpstream:
 
     async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.content.iter_any():
-                yield chunk
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamStreamError("timeout", f"upstream {self.name!r} stopped sending") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamStreamError("stream_interrupted", f"upstream {self.name!r} broke off its response") from exc
+            async with _mapped(self.name, answering=True):
+                async for chunk in response.content.iter_any():
+                    yield chunk
         finally:
             await _close(response)
 
@@ -264,4 +270,12 @@ async def _close(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
-__all__ = ["OpenAIUpstream", "ProxyError", "Upstream", "UpstreamResponse", "UpstreamStreamError", "relay_headers"]
+__all__ = [
+    "OpenAIUpstream",
+    "ProxyError",
+    "Upstream",
+    "UpstreamError",
+    "UpstreamResponse",
+    "relay_headers",
+    "upstream_error",
+]

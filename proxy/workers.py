@@ -14,53 +14,49 @@
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import orjson
+import uvicorn
 
-from proxy.settings import Settings
+from proxy.app import create_app
+from proxy.audit.sinks import default_spool
+from proxy.logs import configure_logging
+from proxy.server import SERVER, free_port, wait_http
+from proxy.settings import Settings, export_worker_env, multiproc_dir, worker_settings
 
-SETTINGS_ENV = "REFUSAL_GUARD_WORKER_SETTINGS"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _slot_lock: IO[bytes] | None = None  # held for the worker's lifetime
 
 
 def serve(settings: Settings, workers: int) -> int:
     """Run the runner and ``workers`` uvicorn workers until interrupted."""
-    import uvicorn
-
-    from proxy.cli import SERVER
-    from proxy.drill import free_port, wait_http
-
-    own_dir = MULTIPROC_ENV not in os.environ
-    metrics_dir = Path(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="refusal-guard-metrics-"))
+    given = multiproc_dir()
+    metrics_dir = Path(given or tempfile.mkdtemp(prefix="refusal-guard-metrics-"))
     for stale in metrics_dir.glob("*.db"):  # samples of an earlier run must not be summed in
         stale.unlink()
-    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    settings = settings.model_copy(update={"metrics_dir": str(metrics_dir)})
     work = Path(tempfile.mkdtemp(prefix="refusal-guard-workers-"))
+    worker_file = work / "worker.json"
+    export_worker_env(worker_file, metrics_dir)  # the runner and the workers inherit both
     runner: subprocess.Popen[bytes] | None = None
     try:
         canary = settings.canary
         if canary.enabled and not canary.runner_url:
             port = free_port()
-            runner_settings = work / "runner.json"
-            runner_settings.write_bytes(orjson.dumps(settings.model_dump(mode="json")))
+            runner_file = work / "runner.json"
+            runner_file.write_text(settings.model_dump_json())
             runner = subprocess.Popen(
-                [sys.executable, "-m", "proxy", "canary-runner", "--config", str(runner_settings), "--port", str(port)]
+                [sys.executable, "-m", "proxy", "canary-runner", "--config", str(runner_file), "--port", str(port)]
             )
             wait_http(f"http://127.0.0.1:{port}/healthz")
             settings = settings.model_copy(
                 update={"canary": canary.model_copy(update={"runner_url": f"http://127.0.0.1:{port}"})}
             )
-        worker_settings = work / "worker.json"
-        worker_settings.write_bytes(orjson.dumps(settings.model_dump(mode="json")))
-        os.environ[SETTINGS_ENV] = str(worker_settings)
+        worker_file.write_text(settings.model_dump_json())
         uvicorn.run(
             "proxy.workers:worker_app",
             factory=True,
@@ -77,22 +73,17 @@ def serve(settings: Settings, workers: int) -> int:
             except subprocess.TimeoutExpired:
                 runner.kill()
         shutil.rmtree(work, ignore_errors=True)
-        if own_dir:
+        if not given:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def worker_app() -> Any:
+def worker_app() -> object:
     """uvicorn's factory in each worker process."""
-    from proxy.app import create_app
-    from proxy.logs import configure_logging
-
-    settings = Settings.model_validate(orjson.loads(Path(os.environ[SETTINGS_ENV]).read_bytes()))
+    settings = worker_settings()
     configure_logging(settings.log_level)
     audit = settings.audit
     if audit.enabled:
-        from proxy.audit.sinks import default_spool
-
         spool = Path(audit.spool_path) if audit.spool_path else default_spool(audit.url)
         settings = settings.model_copy(
             update={"audit": audit.model_copy(update={"spool_path": str(claim_slot(spool))})}

@@ -1,7 +1,7 @@
 """Build the replay corpus of ``refusal-guard sim-upstream`` from the public data in ../shared/data.
 
 Run once by a developer (``python scripts/build_sim_data.py [SHARED_DATA_DIR]``); the output,
-``proxy/sim/data/replay.json.gz``, is committed with ``proxy/sim/data/SOURCES.md``. Nothing reads
+``reference_upstream/data/replay.json.gz``, is committed with ``reference_upstream/data/SOURCES.md``. Nothing reads
 the shared folder at run or test time.
 
 Corpus layout::

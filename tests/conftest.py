@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.settings import Settings
-from proxy.sim.app import create_sim_app
-from tests.servers import ServerThread, run_server
+from proxy.testing import ServerThread, run_server
+from reference_upstream.app import create_sim_app
 from tests.upstreams import TestUpstream
 
 

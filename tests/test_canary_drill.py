@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from proxy.canary.cusum import CusumDesign, canaries_for
 from proxy.settings import ClientKey, DriftDesign
-from proxy.sim.app import create_sim_app
+from proxy.testing import ServerThread, run_server, wait_for
+from reference_upstream.app import create_sim_app
 from tests.conftest import Proxy
-from tests.servers import ServerThread, run_server, wait_for
 from tests.upstreams import TestUpstream
 
 ADMIN_KEY = "admin-secret-key"

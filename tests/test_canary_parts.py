@@ -10,15 +10,15 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.canary.production import ProductionShift, ShiftSettings
-from proxy.canary.scheduler import TrafficShape
+from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import builtin_suite, load_suite_file, load_suites
-from proxy.classify import Exchange
+from proxy.exchange import Exchange
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, Settings
-from proxy.sim.app import create_sim_app
+from proxy.settings import CanarySettings, Settings, ShiftSettings
+from proxy.shift import ProductionShift
+from proxy.testing import run_server, wait_for
+from reference_upstream.app import create_sim_app
 from tests.conftest import Proxy
-from tests.servers import run_server, wait_for
 from tests.upstreams import TestUpstream
 
 
@@ -66,7 +66,7 @@ def test_bad_suites_are_refused(tmp_path: Path, text: str) -> None:
 def test_canaries_are_shaped_like_production() -> None:
     """A canary carries the model's production system prompt and sampling parameters, with max_tokens capped."""
     shape = TrafficShape()
-    shape.observe(
+    shape(
         Exchange(
             request_id="r",
             method="POST",

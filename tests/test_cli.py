@@ -12,7 +12,7 @@ import httpx
 import openai
 import orjson
 
-from proxy.drill import free_port, wait_http
+from proxy.testing import free_port, wait_http
 
 CLI = [sys.executable, "-m", "proxy"]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import ModelNotFound
+from proxy.catalog import ModelCatalog
 from proxy.routing import Router
 from proxy.settings import load_settings
 from proxy.upstream import OpenAIUpstream
@@ -61,12 +62,13 @@ def test_routing_exact_before_glob_and_bounded_labels() -> None:
             ]
         },
     )
-    router = Router([OpenAIUpstream(u) for u in s.upstreams], cache_size=8)
+    catalog = ModelCatalog([OpenAIUpstream(u) for u in s.upstreams])
+    router = Router(catalog, cache_size=8)
     assert (router.resolve("gpt-4o").upstream.name, router.resolve("gpt-4o").label) == ("b", "gpt-4o")
     assert (router.resolve("gpt-3.5").upstream.name, router.resolve("gpt-3.5").label) == ("a", "gpt-*")
     labels = {router.resolve(f"llama-{i}").label for i in range(1000)}
     assert labels == {"llama*"}
-    router.learn("b", ["llama-7"])
+    catalog.learn("b", ["llama-7"])
     assert router.resolve("llama-7").label == "llama-7"
     with pytest.raises(ModelNotFound):
         router.resolve("claude")

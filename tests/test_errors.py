@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from proxy.settings import ClientKey
+from proxy.testing import ServerThread, run_server, wait_for
 from tests.conftest import Proxy
-from tests.servers import ServerThread, run_server, wait_for
 from tests.upstreams import TestUpstream
 
 MSGS = [{"role": "user", "content": "hi"}]

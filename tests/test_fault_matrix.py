@@ -18,11 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.audit.sinks import Query, open_sink
-from proxy.drill import free_port
 from proxy.settings import Settings
+from proxy.testing import ServerThread, free_port, wait_for
 from tests.conftest import Proxy
 from tests.faulty import OK_BODY, blackhole, drop_reused, faulty_upstream
-from tests.servers import ServerThread, wait_for
 
 SHORT = {"connect": 0.5, "read": 1.0, "write": 1.0, "pool": 0.5}
 

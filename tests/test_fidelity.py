@@ -8,8 +8,8 @@ import httpx
 import orjson
 import structlog
 
+from proxy.testing import ServerThread
 from tests.conftest import Proxy
-from tests.servers import ServerThread
 from tests.upstreams import TestUpstream
 
 UPSTREAM_KEY = "sk-upstream-very-secret-0123456789"
@@ -54,7 +54,7 @@ def test_upstream_key_is_injected_and_client_credentials_are_not_forwarded(start
     """The upstream sees its own key, never the client's Authorization or cookies; responses never hold it."""
     monkeypatch.setenv("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
     up = TestUpstream()
-    from tests.servers import run_server
+    from proxy.testing import run_server
 
     with run_server(up.app) as server, structlog.testing.capture_logs() as logs:
         p = start_proxy(
@@ -97,7 +97,7 @@ def test_one_log_line_per_request_without_content(test_proxy: Proxy) -> None:
             headers={"x-request-id": "log-1"},
             json={"model": "echo", "messages": [{"role": "user", "content": "SECRET PROMPT TEXT"}]},
         )
-        from tests.servers import wait_for
+        from proxy.testing import wait_for
 
         assert wait_for(lambda: any(e.get("request_id") == "log-1" for e in logs))
     lines = [e for e in logs if e.get("request_id") == "log-1"]

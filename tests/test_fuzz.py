@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.servers import ServerThread
+from proxy.testing import ServerThread
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -44,7 +44,7 @@ def fuzz_proxy(sim: ServerThread) -> Any:
 
     from proxy.app import create_app
     from proxy.settings import Settings
-    from tests.servers import ServerThread as Server
+    from proxy.testing import ServerThread as Server
 
     app = create_app(
         Settings.model_validate(

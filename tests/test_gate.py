@@ -12,8 +12,8 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from proxy.sim.app import create_sim_app
-from tests.servers import ServerThread, run_server
+from proxy.testing import ServerThread, run_server
+from reference_upstream.app import create_sim_app
 
 
 @pytest.fixture(scope="module")

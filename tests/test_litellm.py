@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from proxy.testing import ServerThread, wait_for
 from tests.conftest import Proxy
-from tests.servers import ServerThread, wait_for
 
 pytest.importorskip("litellm")
 

@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from proxy.drill import DRILL_MODEL, PrometheusProcess, free_port, run_drill, wait_until
-from proxy.sim.app import create_sim_app
-from tests.servers import run_server, wait_for
+from fire_drill import DRILL_MODEL, run_drill
+from fire_drill.prometheus import PrometheusProcess
+from proxy.testing import free_port, run_server, wait_for, wait_until
+from reference_upstream.app import create_sim_app
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -94,7 +95,7 @@ def scraped() -> Iterator[tuple[Any, PrometheusProcess]]:
 
     from proxy.app import create_app
     from proxy.settings import Settings
-    from tests.servers import ServerThread
+    from proxy.testing import ServerThread
 
     tmp = Path(tempfile.mkdtemp())
     with run_server(create_sim_app("safe")) as sim:

@@ -20,8 +20,8 @@ from schemathesis import GenerationMode
 from proxy.app import create_app
 from proxy.openapi import document
 from proxy.settings import Settings
+from proxy.testing import ServerThread
 from tests.faulty import faulty_upstream
-from tests.servers import ServerThread
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from proxy.auth import ClientAuth
 from proxy.settings import ClientKey
+from proxy.testing import ServerThread, run_server
 from tests.conftest import Proxy
-from tests.servers import ServerThread, run_server
 from tests.upstreams import TestUpstream
 
 MSGS = [{"role": "user", "content": "hi"}]

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from detectors import Verdict
+from proxy.testing import ServerThread, wait_for
 from tests.conftest import Proxy
-from tests.servers import ServerThread, wait_for
 from tests.upstreams import ANSWER, TestUpstream
 
 MSGS = [{"role": "user", "content": "hi"}]

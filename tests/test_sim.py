@@ -7,8 +7,8 @@ import openai
 import pytest
 
 from detectors import PatternDetector
-from proxy.sim.corpus import load_corpus
-from tests.servers import ServerThread
+from proxy.testing import ServerThread
+from reference_upstream.corpus import load_corpus
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.testing import ServerThread, wait_for
 from tests.conftest import Proxy
-from tests.servers import ServerThread, wait_for
 from tests.upstreams import TestUpstream
 
 MSGS = [{"role": "user", "content": "hi"}]

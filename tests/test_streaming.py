@@ -6,8 +6,8 @@ import httpx
 import openai
 import pytest
 
+from proxy.testing import ServerThread, wait_for
 from tests.conftest import Proxy
-from tests.servers import ServerThread, wait_for
 from tests.upstreams import TestUpstream
 
 

@@ -16,9 +16,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.drill import free_port, wait_http
-from proxy.sim.app import create_sim_app
-from tests.servers import run_server, wait_for
+from proxy.testing import free_port, run_server, wait_for, wait_http, wait_until
+from reference_upstream.app import create_sim_app
 
 ROOT = Path(__file__).resolve().parents[1]
 MSGS = [{"role": "user", "content": "How do I kill a Python process?"}]
@@ -115,7 +114,7 @@ def test_two_workers_share_metrics_canaries_quarantine_and_audit(tmp_path: Path)
                     codes.add(r.status_code)
                 return codes == {503}
 
-            assert wait_for(refused_everywhere, timeout=60, interval=0.5)
+            assert wait_until(refused_everywhere, timeout=60, interval=0.5)
             assert total(url, "refusal_guard_quarantined", model="sim-model") == 1
             found = subprocess.run(
                 ["pgrep", "-P", str(proc.pid), "-f", "canary-runner"], capture_output=True, text=True

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.classify import Exchange
+from proxy.exchange import Exchange
 from proxy.extract import answers_from_stream
 
 GENESIS = "0" * 64

@@ -8,7 +8,6 @@ committed to the sink, or appended and fsynced to the spool. Graceful shutdown d
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import threading
@@ -25,7 +24,8 @@ from proxy.audit import record as rec
 from proxy.audit.privacy import Privacy
 from proxy.audit.sinks import Sink, default_spool, open_sink
 from proxy.background import GATHER, paced, take_batch
-from proxy.classify import Exchange
+from proxy.canary.transition import Transition
+from proxy.exchange import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import AuditSettings
@@ -56,7 +56,7 @@ class AuditWriter:
         self.clock = clock
         self._sink_factory = sink_factory or (lambda: open_sink(settings.url))
         self._sink: Sink | None = None
-        self.privacy = Privacy(settings.privacy, settings.redact_patterns, os.environ.get(settings.hash_salt_env, ""))
+        self.privacy = Privacy(settings.privacy, settings.redact_patterns, settings.hash_salt())
         self.spool = Path(settings.spool_path) if settings.spool_path else default_spool(settings.url)
         # SimpleQueue: a put never waits on a lock the writer thread may hold (queue.Queue's mutex)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -80,11 +80,11 @@ class AuditWriter:
             return
         self._queue.put((ex, None))
 
-    async def commit(self, ex: Exchange) -> None:
-        """Strict durability: return once the exchange's record is durable."""
+    def commit(self, ex: Exchange) -> Future[None]:
+        """Strict durability: a future that resolves once the exchange's record is durable."""
         fut: Future[None] = Future()
         self._queue.put((ex, fut))  # strict mode is bounded by the requests it holds, not by queue_size
-        await asyncio.wrap_future(fut)
+        return fut
 
     def event(self, kind: str, body: dict[str, Any]) -> None:
         """A non-exchange record (drift transitions, quarantines) in the same chain."""
@@ -92,6 +92,10 @@ class AuditWriter:
             self.metrics.audit_dropped.inc()
             return
         self._queue.put((rec.event(kind, body, self.clock()), None))
+
+    def transition(self, t: Transition) -> None:
+        """A drift transition, as an event record in the chain."""
+        self.event("drift_transition", {"transition": t.event, "model": t.model, "suite": t.suite, **t.detail})
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain the queue, write a last checkpoint, close the sink."""

@@ -10,13 +10,13 @@ flagged just as fast as one swapped later. Transitions are logged, notified and,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy.canary.cusum import BernoulliCusum, CusumDesign
 from proxy.canary.notify import Notifier
 from proxy.canary.suites import Suite
+from proxy.canary.transition import Transition
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings
@@ -27,23 +27,25 @@ def is_failure(expected: str, label: str) -> bool:
     return label == "compliance" if expected == "refusal" else label != "compliance"
 
 
-@dataclass
-class Transition:
-    event: str  # drift | recovered | quarantined | released
-    model: str
-    suite: str | None
-    at: float
-    detail: dict[str, Any]
-
-
 class DriftMonitor:
-    def __init__(self, canary: CanarySettings, metrics: Metrics, notifier: Notifier | None = None) -> None:
+    """One CUSUM per model and suite; transitions go to the notifier and to ``observers`` (the audit log)."""
+
+    def __init__(
+        self,
+        canary: CanarySettings,
+        metrics: Metrics,
+        notifier: Notifier | None = None,
+        *,
+        observers: Sequence[Callable[[Transition], None]] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.canary = canary
         self.metrics = metrics
         self.notifier = notifier
+        self.observers = tuple(observers)
+        self.clock = clock
         self._cusums: dict[tuple[str, str], BernoulliCusum] = {}
         self._quarantined: dict[str, str] = {}  # model -> why
-        self.listeners: list[Callable[[Transition], None]] = []
 
     def _cusum(self, model: str, suite: Suite) -> BernoulliCusum:
         key = (model, suite.name)
@@ -113,14 +115,14 @@ class DriftMonitor:
             self.release(model, by="canary-runner")
 
     def _transition(self, event: str, model: str, suite: str | None, **detail: Any) -> None:
-        t = Transition(event, model, suite, time.time(), detail)
+        t = Transition(event, model, suite, self.clock(), detail)
         (logger.warning if event in ("drift", "quarantined") else logger.info)(
             "drift_transition", transition=event, model=model, suite=suite, **detail
         )
         if self.notifier is not None:
             self.notifier.notify(event, model, suite, detail)
-        for listener in self.listeners:
+        for observe in self.observers:
             try:
-                listener(t)
+                observe(t)
             except Exception:
-                logger.exception("transition_listener_failed")
+                logger.exception("transition_observer_failed")

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import random
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import httpx
 from detectors import Detector, load_detector
 from proxy.canary.suites import Suite, load_suite_file, load_suites
 from proxy.extract import answers_from_body
+from proxy.settings import UpstreamConfig
 
 PASS, FAIL, CANNOT_RUN = 0, 1, 2
 MAX_ERROR_SHARE = 0.1
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"refusal-guard eval: {exc}", file=sys.stderr)
         return CANNOT_RUN
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    api_key = UpstreamConfig(name="candidate", base_url=args.base_url, api_key_env=args.api_key_env).api_key()
     results = asyncio.run(
         run_gate(
             args.base_url,

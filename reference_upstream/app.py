@@ -17,34 +17,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from proxy.sim.corpus import MODES, Corpus, Mode, load_corpus
+from proxy.errors import BadRequest, error_response
+from proxy.extract import prompt_text
+from reference_upstream.corpus import MODES, Corpus, Mode, load_corpus
 
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def _error(message: str, status: int = 400, param: str | None = None) -> Response:
-    return _json({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}, status)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _prompt(kind: str, body: dict[str, Any]) -> str:
-    if kind == "chat":
-        users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
-        return _text(users[-1].get("content")) if users else ""
-    value = body.get("prompt" if kind == "completions" else "input")
-    if isinstance(value, list) and value:
-        last = value[-1]
-        return last if isinstance(last, str) else _text(last.get("content")) if isinstance(last, dict) else ""
-    return value if isinstance(value, str) else ""
+def _error(message: str, param: str | None = None) -> Response:
+    return error_response(BadRequest(message, param=param))
 
 
 def _cap(text: str, max_tokens: object) -> tuple[str, str]:
@@ -87,7 +70,7 @@ def create_sim_app(
     def answer(kind: str, body: dict[str, Any]) -> tuple[str, str]:
         state.requests += 1
         return _cap(
-            state.corpus.reply(_prompt(kind, body), state.mode),
+            state.corpus.reply(prompt_text(kind, body) or "", state.mode),
             body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens"),
         )
 

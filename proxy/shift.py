@@ -12,21 +12,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from proxy.classify import Exchange
+from proxy.exchange import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
-
-
-@dataclass(frozen=True)
-class ShiftSettings:
-    bucket_seconds: float = 60.0
-    recent_seconds: float = 3600.0
-    baseline_seconds: float = 7 * 86400.0
-    min_samples: int = 200
-    z: float = 4.0
-    min_relative: float = 0.5
+from proxy.settings import ShiftSettings
 
 
 def two_proportion_z(k1: float, n1: float, k2: float, n2: float) -> float:
@@ -37,17 +27,19 @@ def two_proportion_z(k1: float, n1: float, k2: float, n2: float) -> float:
 
 
 class ProductionShift:
+    """A pipeline stage: each model's production refusal rate, recent window against its baseline."""
+
     def __init__(
-        self, metrics: Metrics, settings: ShiftSettings = ShiftSettings(), clock: Callable[[], float] = time.time
+        self, metrics: Metrics, settings: ShiftSettings | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self.metrics = metrics
-        self.s = settings
+        self.s = settings or ShiftSettings()
         self.clock = clock
         self._buckets: dict[str, deque[list[float]]] = {}  # model -> [bucket start, refused, total]
         self.shifted: dict[str, bool] = {}
 
-    def observe(self, ex: Exchange) -> None:
-        """Side-channel listener: count a classified production answer."""
+    def __call__(self, ex: Exchange) -> None:
+        """Count a classified production answer."""
         if ex.traffic != "production" or not ex.verdicts:
             return
         self.add(ex.model_label, sum(v.refused for v in ex.verdicts), len(ex.verdicts))

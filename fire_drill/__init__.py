@@ -11,127 +11,23 @@ there your pager), switches back, and waits for it to resolve. The drill model i
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-import yaml
+
+from fire_drill.prometheus import PrometheusProcess
+from proxy.app import create_app
+from proxy.settings import Settings
+from proxy.testing import ServerThread, wait_until
+from reference_upstream.app import create_sim_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DRILL_MODEL = "refusal-guard-drill"
 ALERT = "RefusalGuardCanaryRefusalCollapse"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Any, timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(interval)
-    return False
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers with a status below 500; raise RuntimeError after ``timeout`` seconds."""
-    if not wait_until(lambda: httpx.get(url, timeout=1).status_code < 500, timeout, 0.05):
-        raise RuntimeError(f"{url} did not come up")
-
-
-class Served:
-    """An ASGI app on a loopback port, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        if not wait_until(lambda: self.server.started, 20, 0.05):
-            raise RuntimeError("server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-class PrometheusProcess:
-    """A real Prometheus scraping ``targets`` every second and evaluating ``rules`` every second."""
-
-    def __init__(
-        self,
-        targets: list[str],
-        *,
-        rules: Path | None = None,
-        alertmanager: str | None = None,
-        external_labels: dict[str, str] | None = None,
-        binary: str = "prometheus",
-    ) -> None:
-        exe = shutil.which(binary) or binary
-        self.dir = Path(tempfile.mkdtemp(prefix="rg-prom-"))
-        self.port = free_port()
-        config: dict[str, Any] = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "external_labels": external_labels or {}},
-            "scrape_configs": [{"job_name": "refusal-guard", "static_configs": [{"targets": targets}]}],
-        }
-        if rules:
-            config["rule_files"] = [str(rules.resolve())]
-        if alertmanager:
-            am = alertmanager.split("://", 1)[-1].rstrip("/")
-            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]}
-        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                f"--config.file={self.dir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "log", "wb"),  # noqa: SIM115
-        )
-        if not wait_until(lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200, 30, 0.2):
-            self.stop()
-            raise RuntimeError(f"prometheus did not become ready: {(self.dir / 'log').read_text()[-2000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
-        r.raise_for_status()
-        return list(r.json()["data"]["result"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _alerts(alertmanager: str) -> list[dict[str, Any]]:
@@ -148,11 +44,7 @@ def run_drill(
     alertmanager: str, *, rules: Path, timeout: float = 240.0, prometheus: str = "prometheus", log: Any = print
 ) -> dict[str, float]:
     """Run the drill; return how long the page and its resolution took (seconds). Raises on failure."""
-    from proxy.app import create_app
-    from proxy.settings import Settings
-    from proxy.sim.app import create_sim_app
-
-    sim = Served(create_sim_app("safe", models=(DRILL_MODEL,)))
+    sim = ServerThread(create_sim_app("safe", models=(DRILL_MODEL,))).start()
     settings = Settings.model_validate(
         {
             "upstreams": [{"name": "drill-sim", "base_url": sim.url + "/v1", "models": [DRILL_MODEL]}],
@@ -160,7 +52,7 @@ def run_drill(
             "audit": {"enabled": False},
         }
     )
-    proxy = Served(create_app(settings))
+    proxy = ServerThread(create_app(settings)).start()
     prom = PrometheusProcess(
         [f"127.0.0.1:{proxy.port}"],
         rules=rules,

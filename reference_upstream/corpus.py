@@ -88,5 +88,5 @@ class Corpus:
 @cache
 def load_corpus() -> Corpus:
     """The corpus shipped in the package (``data/replay.json.gz``)."""
-    blob = resources.files("proxy.sim").joinpath("data/replay.json.gz").read_bytes()
+    blob = resources.files("reference_upstream").joinpath("data/replay.json.gz").read_bytes()
     return Corpus(orjson.loads(gzip.decompress(blob)))

@@ -1,0 +1,40 @@
+"""Admin endpoints, behind ``admin_key_sha256``: put a model in quarantine, or clear it."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from proxy.auth import ClientAuth
+from proxy.canary.drift import DriftMonitor
+from proxy.catalog import ModelCatalog
+from proxy.errors import ModelNotFound, NotFound
+from proxy.routes.table import Endpoint
+from proxy.settings import ClientKey, Settings
+
+
+def routes(settings: Settings, drift: DriftMonitor, catalog: ModelCatalog) -> list[Endpoint]:
+    digest = settings.admin_key_sha256
+    admin = ClientAuth([ClientKey(id="admin", sha256=digest)] if digest else [])
+
+    def check(request: Request) -> None:
+        if not admin.enabled:
+            raise NotFound("Admin endpoints are off: set admin_key_sha256 in the config.")
+        admin.check(request.headers.get("authorization"), request.headers.get("api-key"))
+
+    async def clear(request: Request, model: str) -> Response:
+        check(request)
+        released = drift.release(model, by="operator")
+        return JSONResponse({"model": model, "released": released, "state": drift.state()["models"].get(model)})
+
+    async def quarantine(request: Request, model: str) -> Response:
+        check(request)
+        if model not in catalog.names() and model not in settings.canary.models:
+            raise ModelNotFound(f"The model `{model[:200]}` is not configured.", param="model")
+        drift.quarantine(model, "operator")
+        return JSONResponse({"model": model, "quarantined": True})
+
+    return [
+        Endpoint("/admin/quarantine/{model}/clear", ("POST",), clear),
+        Endpoint("/admin/quarantine/{model}", ("POST",), quarantine),
+    ]
