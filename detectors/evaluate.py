@@ -15,6 +15,7 @@ from typing import Any
 
 from detectors.base import LABELS, Detector
 from detectors.dataset import XSTEST_MODELS, Example, load_examples
+from detectors.train import TrainConfig, fit
 
 Metrics = dict[str, Any]
 
@@ -56,8 +57,6 @@ def evaluate_fixed(detector: Detector, examples: Sequence[Example]) -> dict[str,
 
 
 def evaluate_trained(examples: Sequence[Example], cfg: Any) -> dict[str, Any]:
-    from detectors.train import fit
-
     folds = {}
     for model in XSTEST_MODELS:
         train = [e for e in examples if not (e.human and e.model == model)]
@@ -70,7 +69,6 @@ def evaluate_trained(examples: Sequence[Example], cfg: Any) -> dict[str, Any]:
 def evaluate_all(examples: Sequence[Example], cfg: Any = None, only: Sequence[str] | None = None) -> dict[str, Any]:
     from detectors.keywords import keyword_baselines
     from detectors.patterns import PatternDetector
-    from detectors.train import TrainConfig
 
     results: dict[str, Any] = {}
     if only is None or "delex-lr" in only:

@@ -6,17 +6,15 @@ input order). scikit-learn is needed here only, never at run time.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detectors.dataset import Example, load_examples
+from detectors.dataset import Example
 from detectors.features import learn_keep, learn_vocabulary, ngrams, tokens, weights
 from detectors.linear import DEFAULT_MODEL, LinearDetector
 
@@ -89,38 +87,3 @@ def save(detector: LinearDetector, out: Path, card: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.with_suffix(".npz"), **detector.arrays)  # type: ignore[attr-defined]
     out.with_suffix(".json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from detectors.evaluate import evaluate_all, render
-
-    p = argparse.ArgumentParser(prog="refusal-guard train", description=__doc__)
-    p.add_argument("--out", type=Path, default=MODELS_DIR / DEFAULT_MODEL, help="artifact path without suffix")
-    args = p.parse_args(argv)
-    cfg = TrainConfig()
-    examples = load_examples()
-    detector = fit(examples, cfg)
-    results = evaluate_all(examples, cfg, only=["delex-lr"])
-    card = {
-        "name": DEFAULT_MODEL,
-        "version": cfg.version,
-        "trained": dt.date.today().isoformat(),
-        "threshold": cfg.threshold,
-        "features": {"head": cfg.head, "max_n": cfg.max_n},
-        "train_config": asdict(cfg),
-        "data": {
-            "human": sum(e.human for e in examples),
-            "weak": sum(not e.human for e in examples),
-            "vocabulary": len(detector.keep),
-            "ngrams": len(detector.index),
-        },
-        "leave_one_model_out": results["delex-lr"],
-    }
-    save(detector, args.out, card)
-    print(render({"delex-lr": results["delex-lr"]}))
-    print(f"wrote {args.out.with_suffix('.npz')} and {args.out.with_suffix('.json')}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,6 +8,7 @@ detector, upstreams, clock and request ids); clients and threads start in the li
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
@@ -74,7 +75,8 @@ def create_app(
     canary = settings.canary
     runs_canaries = canary.enabled and (role == "canary-runner" or not canary.runner_url)
     suites = load_suites(canary.suites, canary.extra_suites) if runs_canaries else []
-    audit = AuditWriter(settings.audit, metrics, clock=clock) if settings.audit.enabled else None
+    progress = threading.Condition()  # notified as exchanges and audit batches come through (proxy.testing)
+    audit = AuditWriter(settings.audit, metrics, clock=clock, progress=progress) if settings.audit.enabled else None
     notifier = Notifier(metrics, alertmanager_url=canary.alertmanager_url, webhook_url=canary.webhook_url)
     drift = DriftMonitor(canary, metrics, notifier, observers=[audit.transition] if audit else [], clock=clock)
     shape, shift = TrafficShape(), ProductionShift(metrics, settings.shift, clock)
@@ -92,6 +94,7 @@ def create_app(
         metrics,
         queue_size=settings.classify_queue_size,
         batch_size=settings.classify_batch_size,
+        progress=progress,
     )
     auth = ClientAuth(settings.client_keys)
     service = ProxyService(
@@ -137,5 +140,6 @@ def create_app(
         catalog=catalog,
         audit=audit,
         shift=shift,
+        progress=progress,
     )
     return app

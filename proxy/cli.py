@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import orjson
 
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -106,7 +107,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from detectors.train import main as train_main
+    from detectors.retrain import main as train_main
 
     return train_main(args.rest)
 

@@ -61,6 +61,7 @@ class Pipeline:
         *,
         queue_size: int = 10_000,
         batch_size: int = 64,
+        progress: threading.Condition | None = None,
     ) -> None:
         self.classify = classify
         self.stages = tuple(stages)
@@ -72,8 +73,8 @@ class Pipeline:
         self._drained: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        # notified each time exchanges come out of the stages: tests wait on it (proxy.testing)
-        self.progress = threading.Condition()
+        # notified each time an exchange comes out of the stages: tests wait on it (proxy.testing)
+        self.progress = progress if progress is not None else threading.Condition()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -74,11 +74,11 @@ def run_server(app: ASGIApp, **config: Any) -> Iterator[ServerThread]:
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, app: Any = None) -> bool:
     """Wait until ``predicate()`` is true, or ``timeout`` seconds.
 
-    With ``app`` (a proxy app), the check runs each time exchanges come out of its pipeline (its
-    ``progress`` condition), so a test wakes when the state it waits for can have changed; a
-    re-check every 50 ms covers state that moves elsewhere (the audit writer, a canary round).
+    With ``app`` (a proxy app), the check runs each time an exchange comes out of its pipeline or an
+    audit batch is written (``app.state.progress``), so a test wakes when the state it waits for can
+    have changed; a re-check every 50 ms covers state that moves elsewhere (another process).
     """
-    progress = getattr(getattr(getattr(app, "state", None), "pipeline", None), "progress", None)
+    progress = getattr(getattr(app, "state", None), "progress", None)
     deadline = time.monotonic() + timeout
     while not predicate():
         left = deadline - time.monotonic()

@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must never reach for the network
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.settings import Settings
-from proxy.testing import ServerThread, run_server
+from proxy.testing import ServerThread, run_server, wait_for
 from reference_upstream.app import create_sim_app
 from tests.upstreams import TestUpstream
 
@@ -32,6 +32,10 @@ class Proxy:
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("api_key", "unused")
         return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, timeout=20, **kw)
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+        """Wait on this proxy's pipeline and audit progress until ``predicate()`` holds."""
+        return wait_for(predicate, timeout, app=self.app)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0

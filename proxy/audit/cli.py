@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from proxy.audit.record import FIELDS
-from proxy.audit.sinks import Query, open_sink
+from proxy.audit.sinks import open_sink
+from proxy.audit.storage import Query
 from proxy.audit.verify import verify
 
 DEFAULT_URL = "sqlite:///var/audit.db"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from proxy.audit.sinks import _ALL, Query, _row
+from proxy.audit.storage import ALL, Query, row
 from proxy.background import paced
 
 
@@ -42,7 +42,7 @@ class PostgresSink:
         try:
             conn = self._connect()
             with conn.transaction(), conn.cursor() as cur:
-                rows = [_row(r) for r in paced(records)]
+                rows = [row(r) for r in paced(records)]
                 if idempotent:
                     rows = [
                         row
@@ -58,7 +58,7 @@ class PostgresSink:
             self.close()
             raise
 
-    def read(self, query: Query = _ALL) -> Iterator[dict[str, Any]]:
+    def read(self, query: Query = ALL) -> Iterator[dict[str, Any]]:
         where, args = query.where("%s")
         conn = self._connect()
         with conn.transaction(), conn.cursor() as cur:

@@ -12,81 +12,13 @@ import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
+from proxy.audit.storage import ALL, Query, Sink, row
 from proxy.background import paced
-
-
-@dataclass(frozen=True)
-class Query:
-    since: str | None = None  # ISO timestamps, compared with ts_start
-    until: str | None = None
-    model: str | None = None
-    verdict: str | None = None
-    traffic: str | None = None
-    request_id: str | None = None
-
-    def where(self, placeholder: str) -> tuple[str, list[str]]:
-        """The SQL filter for the indexed columns (``model`` is matched in Python: it may be a name or a label)."""
-        clauses, args = [], []
-        for column, op, value in (
-            ("ts_start", ">=", self.since),
-            ("ts_start", "<", self.until),
-            ("traffic", "=", self.traffic),
-            ("verdict", "=", self.verdict),
-            ("request_id", "=", self.request_id),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} {placeholder}")
-                args.append(value)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
-
-    def matches(self, r: dict[str, Any]) -> bool:
-        ts = r.get("ts_start") or ""
-        return (
-            (self.since is None or ts >= self.since)
-            and (self.until is None or ts < self.until)
-            and (self.model is None or self.model in (r.get("model"), r.get("model_label")))
-            and (self.verdict is None or r.get("verdict") == self.verdict)
-            and (self.traffic is None or r.get("traffic") == self.traffic)
-            and (self.request_id is None or r.get("request_id") == self.request_id)
-        )
-
-
-_ALL = Query()
-
-
-class Sink(Protocol):
-    def write(self, records: Sequence[dict[str, Any]], *, idempotent: bool = False) -> None:
-        """Store a batch, all or nothing; ``idempotent`` skips records (writer, seq) already stored."""
-        ...
-
-    def read(self, query: Query = _ALL) -> Iterator[dict[str, Any]]:
-        """Records in storage order."""
-        ...
-
-    def delete_before(self, ts: str) -> int:
-        """Delete records older than ``ts`` (retention); the caller keeps the chain verifiable."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def _row(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        r["writer"],
-        r["seq"],
-        r.get("ts_start"),
-        r.get("request_id"),
-        r.get("model_label"),
-        r.get("traffic"),
-        r.get("verdict"),
-        orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode(),
-    )
 
 
 class SQLiteSink:
@@ -119,7 +51,7 @@ class SQLiteSink:
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = [_row(r) for r in paced(records)]
+                rows = [row(r) for r in paced(records)]
                 if idempotent:
                     rows = [
                         row
@@ -139,7 +71,7 @@ class SQLiteSink:
             self.close()  # reconnect on the next attempt: the file may have changed under us
             raise
 
-    def read(self, query: Query = _ALL) -> Iterator[dict[str, Any]]:
+    def read(self, query: Query = ALL) -> Iterator[dict[str, Any]]:
         where, args = query.where("?")
         for (text,) in self._connect().execute("SELECT record FROM audit" + where + " ORDER BY id", args):
             r = orjson.loads(text)
@@ -176,7 +108,7 @@ class JSONLSink:
             f.flush()
             os.fsync(f.fileno())
 
-    def read(self, query: Query = _ALL) -> Iterator[dict[str, Any]]:
+    def read(self, query: Query = ALL) -> Iterator[dict[str, Any]]:
         if self.target == "-":
             raise ValueError("jsonl://- is write-only")
         if not os.path.exists(self.target):

@@ -22,7 +22,8 @@ import orjson
 
 from proxy.audit import record as rec
 from proxy.audit.privacy import Privacy
-from proxy.audit.sinks import Sink, default_spool, open_sink
+from proxy.audit.sinks import default_spool, open_sink
+from proxy.audit.storage import Sink
 from proxy.background import GATHER, paced, take_batch
 from proxy.canary.transition import Transition
 from proxy.exchange import Exchange
@@ -49,8 +50,10 @@ class AuditWriter:
         sink_factory: Callable[[], Sink] | None = None,
         writer_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        progress: threading.Condition | None = None,
     ) -> None:
         self.settings = settings
+        self.progress = progress if progress is not None else threading.Condition()  # notified per batch written
         self.metrics = metrics
         self.writer_id = writer_id or uuid.uuid4().hex[:16]
         self.clock = clock
@@ -174,6 +177,8 @@ class AuditWriter:
         for _, fut in batch:
             if fut is not None and not fut.done():
                 fut.set_result(None) if durable else fut.set_exception(OSError("audit record not durable"))
+        with self.progress:
+            self.progress.notify_all()
 
     def _to_spool(self, records: list[dict[str, Any]]) -> bool:
         try:

@@ -12,7 +12,7 @@ from proxy.settings import DriftDesign
 
 D = DriftDesign()
 DESIGN = CusumDesign(D.p0, D.p1, D.h)
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def simulate(design: CusumDesign, p: float, runs: int, seed: int, cap: int = 10**7) -> np.ndarray:

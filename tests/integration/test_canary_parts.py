@@ -156,7 +156,7 @@ def test_fleet_proxy_follows_the_canary_runner(start_proxy: Any) -> None:
             assert wait_for(
                 lambda: reg.get_sample_value("refusal_guard_quarantined", {"model": "sim-model"}) == 1, timeout=30
             )
-            assert wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
+            assert p.wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
             r = httpx.post(
                 p.url + "/v1/chat/completions",
                 json={"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]},
@@ -174,27 +174,6 @@ def test_fleet_proxy_follows_the_canary_runner(start_proxy: Any) -> None:
             )  # the proxy itself sent none
 
 
-def test_canaries_never_reach_clients(start_proxy: Any) -> None:
-    """Canary answers go to the detector only; a client's answer is always its own."""
-    up = TestUpstream()
-    with run_server(up.app) as server:
-        p: Proxy = start_proxy(
-            {
-                "upstreams": [{"name": "t", "base_url": server.url + "/v1", "models": ["echo"]}],
-                "canary": {"enabled": True, "interval_seconds": 0.01, "per_round": 3},
-            }
-        )
-        assert wait_for(lambda: len(up.seen) > 20)
-        for _ in range(20):
-            r = httpx.post(
-                p.url + "/v1/chat/completions",
-                json={"model": "echo", "messages": [{"role": "user", "content": "mine"}]},
-            )
-            assert r.json()["choices"][0]["message"]["content"] == "Here is the answer you asked for."
-        canary_bodies = [s["body"] for s in up.seen if b'"mine"' not in s["body"]]
-        assert canary_bodies and all(b'"max_tokens":64' in b for b in canary_bodies)
-
-
 def test_glob_upstreams_get_canaries_only_for_models_in_use(start_proxy: Any) -> None:
     """With a glob upstream, canaries target the models that carry production traffic, and a model's
     first request triggers a canary round at once instead of at the next interval."""
@@ -206,7 +185,7 @@ def test_glob_upstreams_get_canaries_only_for_models_in_use(start_proxy: Any) ->
                 "canary": {"enabled": True, "interval_seconds": 3600, "per_round": 1},
             }
         )
-        assert wait_for(lambda: p.app.state.scheduler.rounds >= 1)
+        assert p.wait_for(lambda: p.app.state.scheduler.rounds >= 1)
         assert up.seen == []  # the upstream lists "echo", but nobody uses it yet: no canaries
         httpx.post(
             p.url + "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "mine"}]}

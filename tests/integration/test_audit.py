@@ -20,7 +20,7 @@ import structlog
 from proxy.audit.sinks import open_sink
 from proxy.audit.verify import verify
 from proxy.settings import ClientKey
-from proxy.testing import ServerThread, wait_for
+from proxy.testing import ServerThread
 from tests.conftest import Proxy
 from tests.pg import PostgresServer
 
@@ -107,7 +107,7 @@ def test_every_exchange_has_exactly_one_record(sim: ServerThread, start_proxy: A
     url = f"sqlite:///{tmp_path}/audit.db"
     p: Proxy = start_proxy(audit_settings(sim, url))
     sent = run_concurrently(p, 60)
-    assert wait_for(lambda: len(records(url)) == 60)
+    assert p.wait_for(lambda: len(records(url)) == 60)
     check_records(url, sent)
     assert verify(open_sink(url).read()) == []
     assert p.metric("refusal_guard_audit_dropped_total") == 0
@@ -119,7 +119,7 @@ def test_secrets_never_reach_any_sink(sim: ServerThread, start_proxy: Any, tmp_p
         for url in (f"sqlite:///{tmp_path}/a.db", f"jsonl://{tmp_path}/a.jsonl"):
             p: Proxy = start_proxy(audit_settings(sim, url))
             run_concurrently(p, 8)
-            assert wait_for(lambda url=url: len(records(url)) == 8)
+            assert p.wait_for(lambda url=url: len(records(url)) == 8)
     blobs = [f.read_bytes() for f in tmp_path.iterdir() if f.is_file()]
     blobs.append(orjson.dumps(logs, default=str))
     for secret in (UPSTREAM_KEY, CLIENT_KEY, "sid=zzz"):
@@ -132,7 +132,7 @@ def tampered_db(sim: ServerThread, start_proxy: Any, tmp_path: Path) -> Iterator
     p: Proxy = start_proxy(audit_settings(sim, url))
     with structlog.testing.capture_logs() as logs:
         run_concurrently(p, 20)
-        assert wait_for(lambda: len(records(url)) == 20)
+        assert p.wait_for(lambda: len(records(url)) == 20)
         p.server.stop()  # a final checkpoint goes to the log stream
     log = tmp_path / "proxy.log"
     log.write_bytes(b"\n".join(orjson.dumps(e, default=str) for e in logs))
@@ -190,16 +190,16 @@ def test_sqlite_made_read_only_spools_then_replays(sim: ServerThread, start_prox
     url = f"sqlite:///{path}"
     p: Proxy = start_proxy(audit_settings(sim, url))
     first = run_concurrently(p, 10)
-    assert wait_for(lambda: len(records(url)) == 10)
+    assert p.wait_for(lambda: len(records(url)) == 10)
     files = [str(path), str(path) + "-wal"]
     subprocess.run(["chattr", "+i", *files], check=True)
     try:
         during = {f"x{k}": v for k, v in run_concurrently(p, 10).items()}  # every request still answered
-        assert wait_for(lambda: p.metric("refusal_guard_audit_spooled_total") >= 10)
+        assert p.wait_for(lambda: p.metric("refusal_guard_audit_spooled_total") >= 10)
         assert p.metric("refusal_guard_audit_write_errors_total") >= 1
     finally:
         subprocess.run(["chattr", "-i", *files], check=True)
-    assert wait_for(lambda: len(records(url)) == 20, timeout=20)
+    assert p.wait_for(lambda: len(records(url)) == 20, timeout=20)
     assert p.metric("refusal_guard_audit_dropped_total") == 0
     assert verify(open_sink(url).read()) == []
     assert len(first) + len(during) == 20
@@ -212,13 +212,13 @@ def test_postgres_sink_survives_the_server_going_away(sim: ServerThread, start_p
         pg.start()
         p: Proxy = start_proxy(audit_settings(sim, pg.url))
         sent = run_concurrently(p, 20)
-        assert wait_for(lambda: len(records(pg.url)) == 20)
+        assert p.wait_for(lambda: len(records(pg.url)) == 20)
         check_records(pg.url, sent)
         pg.stop()
         run_concurrently(p, 10)
-        assert wait_for(lambda: p.metric("refusal_guard_audit_spooled_total") >= 10)
+        assert p.wait_for(lambda: p.metric("refusal_guard_audit_spooled_total") >= 10)
         pg.start()
-        assert wait_for(lambda: len(records(pg.url)) == 30, timeout=30)
+        assert p.wait_for(lambda: len(records(pg.url)) == 30, timeout=30)
         assert p.metric("refusal_guard_audit_dropped_total") == 0
         assert verify(open_sink(pg.url).read()) == []
     finally:
@@ -233,7 +233,7 @@ def test_privacy_modes(sim: ServerThread, start_proxy: Any, tmp_path: Path, mode
     secret = "Mail jane.doe@example.com or call +1 415 555 0100, key sk-proj-abcdefghijklmnopqrstuv"
     r = ask(p, f"{HARMFUL}. {secret}", False, "priv-1")
     assert r.status_code == 200
-    assert wait_for(lambda: len(records(url)) == 1)
+    assert p.wait_for(lambda: len(records(url)) == 1)
     rec = records(url)[0]
     dumped = orjson.dumps(rec).decode()
     for leak in ("jane.doe@example.com", "415 555 0100", "sk-proj-abcdefghijklmnopqrstuv"):
@@ -256,7 +256,7 @@ def test_cli_tail_show_export(sim: ServerThread, start_proxy: Any, tmp_path: Pat
     url = f"sqlite:///{tmp_path}/audit.db"
     p: Proxy = start_proxy(audit_settings(sim, url))
     run_concurrently(p, 12)
-    assert wait_for(lambda: len(records(url)) == 12)
+    assert p.wait_for(lambda: len(records(url)) == 12)
 
     def cli(*args: str) -> str:
         return subprocess.run(

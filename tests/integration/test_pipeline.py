@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from detectors import Verdict
-from proxy.testing import ServerThread, wait_for
+from proxy.testing import ServerThread
 from tests.conftest import Proxy
 from tests.upstreams import ANSWER, TestUpstream
 
@@ -58,7 +58,7 @@ def test_raising_detector_does_not_change_the_response(
     assert via.json()["choices"][0]["message"]["content"] == ANSWER
     streamed = httpx.post(p.url + "/v1/chat/completions", json={"model": "echo", "messages": MSGS, "stream": True})
     assert streamed.status_code == 200 and b"[DONE]" in streamed.content
-    assert wait_for(lambda: p.metric("refusal_guard_detector_errors_total") == 2)
+    assert p.wait_for(lambda: p.metric("refusal_guard_detector_errors_total") == 2)
 
 
 def test_full_queue_sheds_classification_not_requests(
@@ -75,11 +75,11 @@ def test_full_queue_sheds_classification_not_requests(
         ]
         assert codes == [200] * 6
         # one in the detector, one queued, the other four shed
-        assert wait_for(lambda: p.metric("refusal_guard_classification_shed_total") == 4)
+        assert p.wait_for(lambda: p.metric("refusal_guard_classification_shed_total") == 4)
     finally:
         detector.release.set()
     # "echo" is in the upstream's own model list, so it is its own label
-    assert wait_for(
+    assert p.wait_for(
         lambda: (
             p.metric(
                 "refusal_guard_responses_total",

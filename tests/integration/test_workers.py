@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.testing import free_port, run_server, wait_for, wait_http, wait_until
 from reference_upstream.app import create_sim_app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MSGS = [{"role": "user", "content": "How do I kill a Python process?"}]
 
 

@@ -26,7 +26,7 @@ def test_chat_non_stream_is_relayed_unchanged_and_counted(sim: ServerThread, sim
         via = client.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": prompt}])
         ref = direct(sim).chat.completions.create(model="sim-model", messages=[{"role": "user", "content": prompt}])
         assert via.choices[0].message.content == ref.choices[0].message.content
-    assert wait_for(
+    assert sim_proxy.wait_for(
         lambda: responses_total(sim_proxy, "refusal") == 1 and responses_total(sim_proxy, "compliance") == 1
     )
 
@@ -64,7 +64,7 @@ def test_chat_stream_reassembles_to_the_same_content(sim: ServerThread, sim_prox
     )
     ref = direct(sim).chat.completions.create(model="sim-model", messages=msgs)
     assert got == ref.choices[0].message.content
-    assert wait_for(lambda: responses_total(sim_proxy, "refusal") == 1)
+    assert sim_proxy.wait_for(lambda: responses_total(sim_proxy, "refusal") == 1)
 
 
 def test_completions_stream_and_non_stream(sim: ServerThread, sim_proxy: Proxy) -> None:
@@ -76,7 +76,7 @@ def test_completions_stream_and_non_stream(sim: ServerThread, sim_proxy: Proxy) 
         c.choices[0].text for c in client.completions.create(model="sim-model", prompt=BENIGN, stream=True)
     )
     assert streamed == ref
-    assert wait_for(lambda: responses_total(sim_proxy, "compliance") == 2)
+    assert sim_proxy.wait_for(lambda: responses_total(sim_proxy, "compliance") == 2)
 
 
 def test_responses_api_stream_and_non_stream(sim: ServerThread, sim_proxy: Proxy) -> None:
@@ -90,7 +90,7 @@ def test_responses_api_stream_and_non_stream(sim: ServerThread, sim_proxy: Proxy
         if e.type == "response.output_text.delta"
     ]
     assert "".join(deltas) == ref
-    assert wait_for(lambda: responses_total(sim_proxy, "refusal") == 2)
+    assert sim_proxy.wait_for(lambda: responses_total(sim_proxy, "refusal") == 2)
 
 
 def test_models_lists_configured_models(sim_proxy: Proxy) -> None:
@@ -108,7 +108,7 @@ def test_embeddings_pass_through_unclassified(sim_proxy: Proxy) -> None:
     """Other /v1 paths pass through; they are counted as requests, never as classified responses."""
     emb = sim_proxy.client().embeddings.create(model="sim-model", input=["a", "b"])
     assert len(emb.data) == 2
-    assert wait_for(
+    assert sim_proxy.wait_for(
         lambda: sim_proxy.metric("refusal_guard_requests_total", model="sim-model", upstream="sim", code="200") == 1
     )
     assert responses_total(sim_proxy, "compliance") == 0

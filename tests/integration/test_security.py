@@ -81,7 +81,10 @@ def test_admin_endpoints_need_the_admin_key_not_a_client_key(keyed: Proxy) -> No
     url = keyed.url + "/admin/quarantine/echo"
     for headers in ({}, {"authorization": f"Bearer {CLIENT}"}, {"authorization": "Bearer wrong"}):
         assert httpx.post(url, headers=headers).status_code == 401
-    assert httpx.post(url, headers={"authorization": f"Bearer {ADMIN}"}).status_code in (200, 404)
+    r = httpx.post(url, headers={"authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200 and r.json() == {"model": "echo", "quarantined": True}
+    cleared = httpx.post(url + "/clear", headers={"authorization": f"Bearer {ADMIN}"})
+    assert cleared.status_code == 200 and cleared.json()["released"] is True
 
 
 def test_admin_endpoints_are_off_without_an_admin_key(sim_proxy: Proxy) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.errors import ModelNotFound
 from proxy.catalog import ModelCatalog
+from proxy.errors import ModelNotFound
 from proxy.routing import Router
 from proxy.settings import load_settings
 from proxy.upstream import OpenAIUpstream

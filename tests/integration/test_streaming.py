@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.testing import ServerThread, wait_for
+from proxy.testing import ServerThread
 from tests.conftest import Proxy
 from tests.upstreams import TestUpstream
 
@@ -53,13 +53,13 @@ def test_upstream_dying_mid_stream_ends_the_stream_with_an_error_event(test_prox
             got.extend(ch.delta.content or "" for ch in c.choices)
     assert "".join(got) == "partial answer "
     assert "broke off" in str(info.value.message)
-    assert wait_for(
+    assert test_proxy.wait_for(
         lambda: (
             test_proxy.metric("refusal_guard_upstream_errors_total", upstream="test", kind="stream_interrupted") == 1
         )
     )
     # the partial answer is still classified
-    assert wait_for(
+    assert test_proxy.wait_for(
         lambda: (
             test_proxy.metric(
                 "refusal_guard_responses_total", model="*", upstream="test", traffic="production", verdict="compliance"

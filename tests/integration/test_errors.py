@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from proxy.settings import ClientKey
-from proxy.testing import ServerThread, run_server, wait_for
+from proxy.testing import ServerThread, run_server
 from tests.conftest import Proxy
 from tests.upstreams import TestUpstream
 
@@ -77,7 +77,7 @@ def test_unknown_model_is_404_model_not_found(sim_proxy: Proxy) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         sim_proxy.client().chat.completions.create(model="no-such-model", messages=MSGS)
     assert info.value.code == "model_not_found"
-    assert wait_for(
+    assert sim_proxy.wait_for(
         lambda: sim_proxy.metric("refusal_guard_requests_total", model="unrouted", upstream="none", code="404") == 1
     )
     assert b"no-such-model" not in httpx.get(sim_proxy.url + "/metrics").content

@@ -3,14 +3,16 @@ compose binds to loopback with mounts that exist. (No Docker engine runs here, s
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 
 
@@ -88,6 +90,27 @@ def test_compose_binds_loopback_and_mounts_exist() -> None:
                 assert (ROOT / "deploy" / source).exists(), (name, source)
 
 
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    return [
+        (w[0].upper(), w[1] if len(w) > 1 else "") for w in (line.split(None, 1) for line in joined.splitlines()) if w
+    ]
+
+
+def test_dockerfile_parser_ignores_comments() -> None:
+    """A comment that names an instruction is not one (the check below cannot be met by a comment)."""
+    assert dockerfile_instructions("# USER 10001\nFROM x\nRUN a \\\n  b") == [("FROM", "x"), ("RUN", "a    b")]
+
+
 def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
-    text = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert "USER 10001" in text and "HEALTHCHECK" in text and "python:3.11-slim" in text
+    """The final stage runs as uid 10001, probes /healthz, and the build copies every package pyproject installs."""
+    steps = dockerfile_instructions((ROOT / "deploy" / "Dockerfile").read_text())
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    assert final[0] == ("FROM", "python:3.11-slim")
+    assert [arg for op, arg in final if op == "USER"][-1] == "10001"
+    health = [arg for op, arg in final if op == "HEALTHCHECK"]
+    assert len(health) == 1 and " CMD " in f" {health[0]} " and "/healthz" in health[0]
+    copied = {arg.split()[0] for op, arg in steps if op == "COPY" and not arg.startswith("--from")}
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {pattern.rstrip("*") for pattern in include} <= copied

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from proxy.audit.sinks import Query, open_sink
+from proxy.audit.sinks import open_sink
+from proxy.audit.storage import Query
 from proxy.settings import Settings
 from proxy.testing import ServerThread, free_port, wait_for
 from tests.conftest import Proxy
@@ -130,7 +131,7 @@ def test_fault(world: World, case: Case) -> None:
     if case.kind:
         assert p.metric(errors[0], **errors[1]) == before + 1
     if case.unparseable:
-        assert wait_for(
+        assert p.wait_for(
             lambda: (
                 p.metric("refusal_guard_unparseable_responses_total", upstream=case.upstream) == unparseable_before + 1
             )

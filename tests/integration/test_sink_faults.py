@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.testing import ServerThread, wait_for
+from proxy.testing import ServerThread
 from tests.conftest import Proxy
 from tests.upstreams import TestUpstream
 
@@ -40,7 +40,7 @@ def test_full_disk_under_the_audit_log_spools_and_traffic_flows(
         }
     )
     assert ask(p, 20) == [200] * 20
-    assert wait_for(lambda: p.metric("refusal_guard_audit_spooled_total") == 20)
+    assert p.wait_for(lambda: p.metric("refusal_guard_audit_spooled_total") == 20)
     assert p.metric("refusal_guard_audit_write_errors_total") >= 1
     assert p.metric("refusal_guard_audit_dropped_total") == 0
     assert len(spool.read_bytes().splitlines()) == 20  # kept, in order, for replay
@@ -58,7 +58,7 @@ def test_sink_full_and_spool_unwritable_drops_are_counted_and_traffic_flows(
         }
     )
     assert ask(p, 10) == [200] * 10
-    assert wait_for(lambda: p.metric("refusal_guard_audit_dropped_total") == 10)
+    assert p.wait_for(lambda: p.metric("refusal_guard_audit_dropped_total") == 10)
 
 
 def test_a_broken_metrics_registry_never_fails_a_request(
@@ -96,7 +96,7 @@ def test_a_failing_canary_upstream_is_counted_not_drift_and_traffic_flows(
             },
         }
     )
-    assert wait_for(lambda: p.metric("refusal_guard_canary_errors_total", model="status-503", suite="harmful") >= 20)
+    assert p.wait_for(lambda: p.metric("refusal_guard_canary_errors_total", model="status-503", suite="harmful") >= 20)
     assert p.metric("refusal_guard_drift_state", model="status-503", suite="harmful") == 0
     assert p.metric("refusal_guard_quarantined", model="status-503") == 0
     assert ask(p, 5) == [200] * 5

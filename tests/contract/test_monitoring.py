@@ -25,7 +25,7 @@ from fire_drill.prometheus import PrometheusProcess
 from proxy.testing import free_port, run_server, wait_for, wait_until
 from reference_upstream.app import create_sim_app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARDS = ROOT / "grafana" / "dashboards"

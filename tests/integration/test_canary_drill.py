@@ -67,7 +67,7 @@ def drifting(p: Proxy, suite: str) -> bool:
 def test_safe_model_stays_in_control_then_abliteration_is_caught(sim_server: ServerThread, start_proxy: Any) -> None:
     """Hundreds of canaries against a safe model raise nothing; after the switch, harmful drifts within the bound."""
     p: Proxy = start_proxy(canary_settings(sim_server))
-    assert wait_for(lambda: count(p, "harmful") >= 200 and count(p, "benign") >= 200, timeout=60)
+    assert p.wait_for(lambda: count(p, "harmful") >= 200 and count(p, "benign") >= 200, timeout=60)
     assert not drifting(p, "harmful") and not drifting(p, "benign")
     assert (
         p.metric(
@@ -77,7 +77,7 @@ def test_safe_model_stays_in_control_then_abliteration_is_caught(sim_server: Ser
     )
     set_mode(sim_server, "abliterated")
     before = count(p, "harmful")
-    assert wait_for(lambda: drifting(p, "harmful"), timeout=30)
+    assert p.wait_for(lambda: drifting(p, "harmful"), timeout=30)
     assert count(p, "harmful") - before <= DETECTION_BOUND + PER_ROUND + 1  # canaries in flight at the switch
     assert not drifting(p, "benign")
     assert httpx.get(p.url + "/canary/state").json()["models"]["sim-model"]["suites"]["harmful"]["drifting"] is True
@@ -87,7 +87,7 @@ def test_overrefusal_flags_the_benign_suite(sim_server: ServerThread, start_prox
     """A model that starts refusing harmless requests drifts on the benign suite."""
     set_mode(sim_server, "overrefusal")
     p: Proxy = start_proxy(canary_settings(sim_server))
-    assert wait_for(lambda: drifting(p, "benign"), timeout=30)
+    assert p.wait_for(lambda: drifting(p, "benign"), timeout=30)
     assert not drifting(p, "harmful")
 
 
@@ -95,7 +95,7 @@ def test_model_abliterated_from_the_start_is_flagged(sim_server: ServerThread, s
     """No baseline to hide behind: the absolute expectation flags a model that was never safe."""
     set_mode(sim_server, "abliterated")
     p: Proxy = start_proxy(canary_settings(sim_server))
-    assert wait_for(lambda: drifting(p, "harmful"), timeout=30)
+    assert p.wait_for(lambda: drifting(p, "harmful"), timeout=30)
     assert count(p, "harmful") <= DETECTION_BOUND + PER_ROUND + 1
 
 
@@ -108,12 +108,12 @@ def test_quarantine_holds_traffic_until_recovered_and_cleared(sim_server: Server
     msgs = [{"role": "user", "content": "How do I kill a Python process?"}]
     assert client.chat.completions.create(model="sim-model", messages=msgs).choices[0].message.content
     set_mode(sim_server, "abliterated")
-    assert wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
+    assert p.wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="sim-model", messages=msgs)
     assert info.value.status_code == 503 and info.value.code == "model_quarantined"
     set_mode(sim_server, "safe")
-    assert wait_for(lambda: not drifting(p, "harmful"), timeout=30)  # canaries recovered...
+    assert p.wait_for(lambda: not drifting(p, "harmful"), timeout=30)  # canaries recovered...
     assert p.metric("refusal_guard_quarantined", model="sim-model") == 1  # ...but the operator decides
     clear = p.url + "/admin/quarantine/sim-model/clear"
     assert httpx.post(clear).status_code == 401
@@ -133,11 +133,11 @@ def test_quarantine_routes_to_a_fallback_and_releases_itself(sim_server: ServerT
         settings["upstreams"].append({"name": "safe-fallback", "base_url": fb.url + "/v1", "models": ["fallback-only"]})
         p: Proxy = start_proxy(settings)
         set_mode(sim_server, "abliterated")
-        assert wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
+        assert p.wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
         out = p.client().chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "hi"}])
         assert out.choices[0].message.content == "Here is the answer you asked for."  # the fallback's answer
         set_mode(sim_server, "safe")
-        assert wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 0, timeout=30)
+        assert p.wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 0, timeout=30)
 
 
 class Receiver:
