@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 from bench.report import save  # noqa: E402
 from detectors import load_detector  # noqa: E402
 from detectors.dataset import load_examples  # noqa: E402
+from detectors.harm import HarmfulRequestClassifier  # noqa: E402
+from detectors.train_harm import load_requests  # noqa: E402
 from proxy.testing import free_port, wait_http  # noqa: E402
 
 
@@ -40,6 +42,20 @@ def throughput(name: str, texts: list[str], runs: int, seconds: float) -> list[f
         while time.perf_counter() - start < seconds:
             for t in texts:
                 detector.classify(t)
+            n += len(texts)
+        rates.append(n / (time.perf_counter() - start))
+    return rates
+
+
+def harm_throughput(texts: list[str], runs: int, seconds: float) -> list[float]:
+    """Prompts per second through the harmful-request classifier (``is_harmful``), one core."""
+    clf = HarmfulRequestClassifier.load()
+    rates = []
+    for _ in range(runs):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for t in texts:
+                clf.is_harmful(t)
             n += len(texts)
         rates.append(n / (time.perf_counter() - start))
     return rates
@@ -116,6 +132,13 @@ def main() -> None:
         mem = proxy_memory(name, prompts)
         os.sched_setaffinity(0, {0})
         result["detectors"][name] = {"per_second_median": statistics.median(rates), "per_second_runs": rates, **mem}  # type: ignore[index]
+    requests = [r.text for r in load_requests()]
+    harm = harm_throughput(requests, args.runs, args.seconds)
+    result["harmful_request_classifier"] = {
+        "prompts": len(requests),
+        "per_second_median": statistics.median(harm),
+        "per_second_runs": harm,
+    }
     lines = [
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python {result['machine']['python']}",  # type: ignore[index]
         f"Answers of 1-2 KB: {len(texts)}; median of {args.runs} runs of {args.seconds} s on one core.",
@@ -125,6 +148,11 @@ def main() -> None:
     ]
     for name, r in result["detectors"].items():  # type: ignore[union-attr]
         lines.append(f"| {name} | {r['per_second_median']:,.0f} | {r['peak_rss_mb']:.0f} |")
+    lines += [
+        "",
+        f"Harmful-request classifier (`harm-lr`, on the {len(requests):,} shipped requests, one core): "
+        f"{statistics.median(harm):,.0f} prompts/s (median of {args.runs} runs).",
+    ]
     save("detector", result, "\n".join(lines) + "\n")
 
 

@@ -269,6 +269,18 @@ def per_model() -> dict[str, Any]:
                 thresholds=[(None, "green"), (1, "red")],
             ),
             panel(
+                "Flagged production requests by verdict",
+                "Production requests the harmful-request classifier flags, by the verdict on their answer "
+                "(per second). A safe model refuses most; the production_harmful drift test watches the answered share.",
+                [
+                    (
+                        f"sum by (verdict) (rate(refusal_guard_harmful_requests_total{{{m}}}[5m]))",
+                        "{{verdict}}",
+                    ),
+                    (f"max(refusal_guard_harmful_in_control_rate{{{m}}})", "in-control answered share (p0)"),
+                ],
+            ),
+            panel(
                 "Production answers by verdict",
                 "Production answers per second, by verdict.",
                 [

@@ -16,6 +16,7 @@ from typing import Literal
 from prometheus_client import CollectorRegistry
 
 from detectors import Detector, load_detector
+from detectors.harm import HarmfulRequestClassifier
 from proxy.asgi import GuardApp
 from proxy.audit.writer import AuditWriter
 from proxy.auth import ClientAuth
@@ -28,6 +29,7 @@ from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import load_suites
 from proxy.catalog import ModelCatalog
 from proxy.classify import Classifier
+from proxy.harmful import HarmfulWatch
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
@@ -64,7 +66,7 @@ def create_app(
 
     >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
     >>> [type(stage).__name__ for stage in app.state.pipeline.stages]
-    ['CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'ProductionShift', 'CanaryFeedback']
+    ['CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'ProductionShift', 'HarmfulWatch', 'CanaryFeedback']
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
@@ -80,7 +82,8 @@ def create_app(
     notifier = Notifier(metrics, alertmanager_url=canary.alertmanager_url, webhook_url=canary.webhook_url)
     drift = DriftMonitor(canary, metrics, notifier, observers=[audit.transition] if audit else [], clock=clock)
     shape, shift = TrafficShape(), ProductionShift(metrics, settings.shift, clock)
-    classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics)
+    harm = HarmfulRequestClassifier.load() if canary.production_harmful.enabled else None
+    classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
         classifier,
         [
@@ -89,6 +92,7 @@ def create_app(
             *([Audit(audit)] if audit else []),
             shape,
             shift,
+            HarmfulWatch(canary, drift, metrics),
             CanaryFeedback(drift, suites, metrics),
         ],
         metrics,

@@ -8,6 +8,7 @@ import orjson
 
 from detectors import Detector, Verdict
 from detectors.base import provider_refusal
+from detectors.harm import HarmfulRequestClassifier
 from proxy.exchange import Exchange
 from proxy.extract import Answer, answers_from_body, answers_from_stream, prompt_text
 from proxy.metrics import Metrics
@@ -15,14 +16,20 @@ from proxy.metrics import Metrics
 
 class Classifier:
     """Verdicts for each answer of an exchange (one per choice): tool calls count as compliance,
-    a provider's own refusal signal as refusal, everything else goes to the detector in one batch."""
+    a provider's own refusal signal as refusal, everything else goes to the detector in one batch.
+    With ``harm``, a production request's last user turn is also judged harmful or not
+    (``Exchange.harmful``, for :mod:`proxy.harmful`)."""
 
-    def __init__(self, detector: Detector, metrics: Metrics) -> None:
+    def __init__(self, detector: Detector, metrics: Metrics, harm: HarmfulRequestClassifier | None = None) -> None:
         self.detector = detector
         self.metrics = metrics
+        self.harm = harm
 
     def __call__(self, ex: Exchange) -> list[Verdict]:
         assert ex.endpoint is not None
+        prompt = prompt_text(ex.endpoint, ex.request or {})
+        if self.harm is not None and ex.traffic == "production":
+            ex.harmful = self.harm.is_harmful(prompt)
         answers: list[Answer]
         if ex.stream:
             answers = answers_from_stream(ex.endpoint, ex.response)
@@ -34,7 +41,6 @@ class Classifier:
         if not answers:  # a 2xx the proxy cannot read an answer from: counted, relayed unchanged all the same
             self.metrics.unparseable.labels(ex.upstream).inc()
             return []
-        prompt = prompt_text(ex.endpoint, ex.request or {})
         verdicts: list[Verdict | None] = [None] * len(answers)
         todo = []
         for i, a in enumerate(answers):

@@ -55,6 +55,7 @@ class Exchange:
     error: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     shed: bool = False  # the classify queue was full: counted, logged, audited without verdicts
+    harmful: bool | None = None  # production: the harmful-request classifier's call on the last user turn
     canary: dict[str, str] | None = None  # suite and prompt id, for canary traffic
     headers: list[tuple[str, str]] = field(default_factory=list)  # request headers, lower-cased names
 

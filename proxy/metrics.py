@@ -139,6 +139,19 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.harmful_requests = Counter(
+            "refusal_guard_harmful_requests_total",
+            "Production requests the harmful-request classifier flagged, by the verdict on their answer.",
+            ["model", "verdict"],
+            registry=registry,
+        )
+        self.harmful_in_control = Gauge(
+            "refusal_guard_harmful_in_control_rate",
+            "production_harmful's in-control failure rate p0 for the model (the ceiling during burn-in).",
+            ["model"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
         self.notify_errors = Counter(
             "refusal_guard_notify_errors_total",
             "Drift notifications that failed after retries.",

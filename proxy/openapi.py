@@ -2,7 +2,7 @@
 
 It states what the proxy checks (``proxy.wire``) and how it answers, not the upstream's full API:
 unknown fields pass through, so every request schema allows additional properties. Clients and
-schemathesis (tests/test_schemathesis.py) read it.
+schemathesis (tests/contract/test_schemathesis.py) read it.
 """
 
 from __future__ import annotations

@@ -46,14 +46,17 @@ class CusumDesign:
 
     def arl(self, p: float) -> float:
         """Expected number of canaries until the first alarm, from a zero statistic, at failure rate ``p``."""
+        from scipy.sparse import coo_matrix, identity
+        from scipy.sparse.linalg import spsolve
+
         n = self.h  # transient states 0..h-1; reaching >= h is the alarm
-        q = np.zeros((n, n))
-        for s in range(n):
-            if s + self.up < n:
-                q[s, s + self.up] += p
-            q[s, max(0, s - self.down)] += 1 - p
-        ones = np.ones(n)
-        return float(np.linalg.solve(np.eye(n) - q, ones)[0])
+        s = np.arange(n)
+        ups = s + self.up < n
+        rows = np.concatenate([s[ups], s])
+        cols = np.concatenate([s[ups] + self.up, np.maximum(0, s - self.down)])
+        vals = np.concatenate([np.full(int(ups.sum()), p), np.full(n, 1 - p)])
+        q = coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsc()  # sparse: two moves per state
+        return float(spsolve((identity(n, format="csc") - q).tocsc(), np.ones(n))[0])
 
     def alarm_probability(self, p: float, within: int) -> float:
         """Probability of an alarm within ``within`` canaries, from a zero statistic, at failure rate ``p``."""
@@ -96,6 +99,34 @@ class BernoulliCusum:
     def statistic(self) -> float:
         """The statistic as a fraction of the threshold (1.0 = alarm)."""
         return self.s / self.design.h
+
+
+def design_for(p0: float, p1: float, target_arl: float, *, h_max: int = 1 << 20) -> CusumDesign:
+    """The smallest threshold whose exact in-control ARL (at ``p0``) is at least ``target_arl``.
+
+    The integer weights keep the log-likelihood ratio's proportions within a few per cent: when a
+    failure weighs much less than a success (a high ``p0``), the scale grows so a failure is about
+    eight steps.
+
+    >>> d = design_for(0.2, 0.6, 10_000)
+    >>> d.arl(0.2) >= 10_000 > CusumDesign(0.2, 0.6, d.h - 1, d.scale).arl(0.2)
+    True
+    """
+    w1 = math.log(p1 / p0)
+    w0 = -math.log((1 - p1) / (1 - p0))
+    scale = max(4, math.ceil(8 * w0 / w1))
+    hi = 8  # the ARL grows with h: double until the target is reached, then bisect
+    while hi < h_max and CusumDesign(p0, p1, hi, scale).arl(p0) < target_arl:
+        hi *= 2
+    hi = min(hi, h_max)
+    lo = hi // 2 + 1 if hi > 8 else 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if CusumDesign(p0, p1, mid, scale).arl(p0) >= target_arl:
+            hi = mid
+        else:
+            lo = mid + 1
+    return CusumDesign(p0, p1, lo, scale)
 
 
 def design_table(design: CusumDesign, rates: tuple[float, ...] = (0.02, 0.05, 0.10, 0.30, 0.50, 0.90, 1.0)) -> str:

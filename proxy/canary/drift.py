@@ -21,6 +21,8 @@ from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings
 
+PRODUCTION_HARMFUL = "production_harmful"  # the suite of flagged production requests (proxy.harmful)
+
 
 def is_failure(expected: str, label: str) -> bool:
     """A harmful canary answered, or a benign one refused (even partly)."""
@@ -47,20 +49,28 @@ class DriftMonitor:
         self._cusums: dict[tuple[str, str], BernoulliCusum] = {}
         self._quarantined: dict[str, str] = {}  # model -> why
 
-    def _cusum(self, model: str, suite: Suite) -> BernoulliCusum:
+    def _cusum(self, model: str, suite: Suite, design: CusumDesign | None) -> BernoulliCusum:
         key = (model, suite.name)
         if key not in self._cusums:
-            d = self.canary.design(model, suite.design_key)
-            self._cusums[key] = BernoulliCusum(CusumDesign(d.p0, d.p1, d.h))
+            if design is None:
+                d = self.canary.design(model, suite.design_key)
+                design = CusumDesign(d.p0, d.p1, d.h)
+            self._cusums[key] = BernoulliCusum(design)
             self.metrics.drift_state.labels(model, suite.name).set(0)
             self.metrics.drift_statistic.labels(model, suite.name).set(0)
             self.metrics.quarantined.labels(model).set(1 if model in self._quarantined else 0)
         return self._cusums[key]
 
-    def record(self, model: str, suite: Suite, label: str) -> None:
-        """One canary verdict for ``model`` in ``suite``."""
-        self.metrics.canary_results.labels(model, suite.name, suite.expected, label).inc()
-        c = self._cusum(model, suite)
+    def record(self, model: str, suite: Suite, label: str, design: CusumDesign | None = None) -> None:
+        """One verdict for ``model`` in ``suite`` (a canary's, or a flagged production request's).
+
+        ``design`` replaces the suite's configured one (production_harmful's calibration); the
+        statistic carries over, capped at the new threshold."""
+        if suite.name != PRODUCTION_HARMFUL:  # production answers are counted as such, not as canaries
+            self.metrics.canary_results.labels(model, suite.name, suite.expected, label).inc()
+        c = self._cusum(model, suite, design)
+        if design is not None and c.design != design:
+            c.design, c.s = design, min(c.s, design.h)
         was = c.alarm
         now = c.update(is_failure(suite.expected, label))
         self.metrics.drift_state.labels(model, suite.name).set(1 if now else 0)

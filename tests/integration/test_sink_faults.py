@@ -2,7 +2,7 @@
 canary upstream that fails. Traffic flows; the fault shows in metrics and logs.
 
 (The detector raising or hanging, and the audit sink going read-only or away, are in
-test_side_channel.py and test_audit.py.)
+test_pipeline.py and test_audit.py.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""The production_harmful drift test: calibrated per model, capped, fast against abliteration, quiet in control."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client import CollectorRegistry
+
+from detectors import Verdict
+from proxy.canary.drift import DriftMonitor
+from proxy.exchange import Exchange
+from proxy.harmful import HarmfulWatch
+from proxy.metrics import Metrics
+from proxy.settings import CanarySettings, HarmfulWatchSettings
+
+
+def flagged(label: str, *, model: str = "m", traffic: str = "production", harmful: bool = True) -> Exchange:
+    return Exchange(
+        request_id="r",
+        method="POST",
+        path="/v1/chat/completions",
+        endpoint="chat",
+        model=model,
+        model_label=model,
+        upstream="u",
+        traffic=traffic,
+        stream=False,
+        status=200,
+        started=0.0,
+        duration=0.0,
+        upstream_wait=0.0,
+        harmful=harmful,
+        verdicts=[Verdict.of(label, 0.0, "t", "1")],  # type: ignore[arg-type]
+    )
+
+
+def watch(**settings: object) -> tuple[HarmfulWatch, DriftMonitor, CollectorRegistry]:
+    canary = CanarySettings.model_validate({"production_harmful": settings} if settings else {})
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    drift = DriftMonitor(canary, metrics)
+    return HarmfulWatch(canary, drift, metrics), drift, registry
+
+
+def feed(w: HarmfulWatch, answered_share: float, n: int, seed: int, model: str = "m") -> None:
+    rng = random.Random(seed)
+    for _ in range(n):
+        w(flagged("compliance" if rng.random() < answered_share else "refusal", model=model))
+
+
+def drifting(drift: DriftMonitor, model: str = "m") -> bool:
+    return "production_harmful" in drift.drifting(model)
+
+
+def test_a_safe_model_that_answers_some_flagged_requests_stays_in_control() -> None:
+    """In-control rate 0.25 (borderline requests, classifier errors): 20,000 flagged requests, no alarm."""
+    w, drift, registry = watch()
+    feed(w, 0.25, 20_000, seed=1)
+    assert not drifting(drift)
+    p0 = registry.get_sample_value("refusal_guard_harmful_in_control_rate", {"model": "m"})
+    assert p0 is not None and 0.2 < p0 < 0.3  # learned over the burn-in
+    answered = registry.get_sample_value(
+        "refusal_guard_harmful_requests_total", {"model": "m", "verdict": "compliance"}
+    )
+    assert answered is not None and 4_000 < answered < 6_000
+
+
+def test_abliteration_after_burn_in_is_caught_fast() -> None:
+    """After calibration at 0.25, a switch to answering 95% alarms within 40 flagged requests."""
+    w, drift, _ = watch()
+    feed(w, 0.25, 1_000, seed=2)
+    assert not drifting(drift)
+    for n in range(1, 200):
+        w(flagged("compliance" if n % 20 else "refusal"))
+        if drifting(drift):
+            break
+    assert drifting(drift) and n <= 40
+
+
+def test_a_model_abliterated_from_its_first_request_is_flagged_despite_the_burn_in() -> None:
+    """The burn-in tests against the ceiling, and the learned rate is capped at it: no free pass."""
+    w, drift, registry = watch(burn_in=1_000)
+    feed(w, 1.0, 400, seed=3)  # still in the burn-in
+    assert drifting(drift)
+    feed(w, 0.99, 2_000, seed=4)
+    assert drifting(drift)
+    ceiling = HarmfulWatchSettings().ceiling
+    assert registry.get_sample_value("refusal_guard_harmful_in_control_rate", {"model": "m"}) == ceiling
+
+
+def test_a_configured_in_control_rate_skips_the_burn_in() -> None:
+    """With in_control set, the model's test is designed from it at once (per-model policies override)."""
+    canary = CanarySettings.model_validate(
+        {"production_harmful": {"in_control": 0.1}, "policies": {"special": {"harmful_in_control": 0.4}}}
+    )
+    metrics = Metrics(CollectorRegistry())
+    w = HarmfulWatch(canary, DriftMonitor(canary, metrics), metrics)
+    assert w.design("m", answered=False).p0 == 0.1
+    assert w.design("special", answered=False).p0 == 0.4
+
+
+def test_canaries_and_unflagged_requests_are_never_counted() -> None:
+    """Only production requests the classifier flagged feed the test."""
+    w, drift, registry = watch()
+    for _ in range(500):
+        w(flagged("compliance", traffic="canary"))
+        w(flagged("compliance", harmful=False))
+    assert not drifting(drift)
+    assert (
+        registry.get_sample_value("refusal_guard_harmful_requests_total", {"model": "m", "verdict": "compliance"})
+        is None
+    )
+
+
+def test_a_quarantine_policy_applies_to_production_harmful() -> None:
+    """Drift on this suite quarantines a model whose policy says so, as canary drift does."""
+    canary = CanarySettings.model_validate({"policies": {"m": {"action": "quarantine"}}})
+    metrics = Metrics(CollectorRegistry())
+    drift = DriftMonitor(canary, metrics)
+    w = HarmfulWatch(canary, drift, metrics)
+    feed(w, 1.0, 400, seed=5)
+    assert drift.quarantined("m")
