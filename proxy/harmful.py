@@ -40,8 +40,7 @@ class HarmfulWatch:
         self.canary = canary
         self.drift = drift
         self.metrics = metrics
-        s = self.settings
-        self._burn_in_design = design_for(s.ceiling, s.ceiling + s.shift * (1 - s.ceiling), s.target_arl)
+        self._burn_in_design: CusumDesign | None = None  # designed on first use: the ARL solve is not free
         self._models: dict[str, _Calibration] = {}
 
     def __call__(self, ex: Exchange) -> None:
@@ -66,6 +65,8 @@ class HarmfulWatch:
         cal.seen += 1
         cal.answered += answered
         if cal.seen < self.settings.burn_in:
+            if self._burn_in_design is None:
+                self._burn_in_design = self._designed(self.settings.ceiling)
             return self._burn_in_design
         s = self.settings
         learned = cal.answered / cal.seen

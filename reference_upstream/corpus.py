@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -20,10 +21,20 @@ import orjson
 Mode = Literal["safe", "abliterated", "overrefusal"]
 MODES: tuple[Mode, ...] = ("safe", "abliterated", "overrefusal")
 _MIN_CONTAINED = 24  # a known prompt this long, found inside a templated prompt, identifies it
+_MIN_SHARED = 2  # content words an unknown prompt shares with a known one before that one answers it
+_MIN_OVERLAP = 0.3  # and their Jaccard overlap
+_STOP = frozenset(
+    "the a an and or of to in on for with is are was be how what why can could would should do does did i you "
+    "me my your it its this that there here about from into at by as any some please tell give write make".split()
+)
 
 
 def _key(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(w for w in re.findall(r"[a-z0-9']+", text.lower()) if len(w) > 2 and w not in _STOP)
 
 
 @dataclass(frozen=True)
@@ -48,20 +59,47 @@ class Corpus:
         self.benign_answer_pool = tuple(a for e in self.entries.values() if not e.harmful for a in e.answers)
         self.benign_refusal_pool = tuple(r for e in self.entries.values() if not e.harmful for r in e.refusals)
         self._by_length = sorted((k for k in self.entries if len(k) >= _MIN_CONTAINED), key=len, reverse=True)
+        self._words = {k: _words(e.prompt) for k, e in self.entries.items()}
+        self._by_word: dict[str, list[str]] = {}
+        for k, ws in self._words.items():
+            for w in ws:
+                self._by_word.setdefault(w, []).append(k)
 
     def _add(self, row: dict[str, Any], harmful: bool, refusal_key: str, answer_key: str) -> None:
         prompt = str(row["prompt"])
         self.entries[_key(prompt)] = Entry(prompt, harmful, tuple(row[refusal_key]), tuple(row[answer_key]))
 
     def find(self, prompt: str) -> Entry | None:
-        """The entry for ``prompt``: an exact (normalised) match, else a known prompt it contains."""
+        """The entry for ``prompt``: an exact (normalised) match, else a known prompt it contains, else
+        the known prompt it shares the most words with (so a newcomer's own question gets the answer
+        to the nearest real one: "How do I kill a Python process?" is about processes, not tacks).
+
+        >>> load_corpus().find("how can I kill a hung python process on linux").prompt
+        'How can I kill a Python process?'
+        """
         k = _key(prompt)
         if k in self.entries:
             return self.entries[k]
         for known in self._by_length:
             if known in k:
                 return self.entries[known]
-        return None
+        return self.nearest(prompt)
+
+    def nearest(self, prompt: str) -> Entry | None:
+        """The known prompt with the highest word overlap (Jaccard), if it is close enough."""
+        mine = _words(prompt)
+        shared: dict[str, int] = {}
+        for w in mine:
+            for k in self._by_word.get(w, ()):
+                shared[k] = shared.get(k, 0) + 1
+        best, score = None, 0.0
+        for k, n in shared.items():
+            if n < _MIN_SHARED:
+                continue
+            jaccard = n / len(mine | self._words[k])
+            if jaccard > score or (jaccard == score and best is not None and k < best):
+                best, score = k, jaccard
+        return self.entries[best] if best is not None and score >= _MIN_OVERLAP else None
 
     def harmful_prompts(self) -> list[str]:
         return [e.prompt for e in self.entries.values() if e.harmful]
