@@ -37,14 +37,14 @@ _PREFIX_CHARS = 2000  # a request's ask is in its first lines; bounds work on hu
 # tutorial on ...", the benign ones varied tasks, so left in, these would teach the form of a data set
 # (leave-one-source-out: false positives on ordinary requests 0.20 with them, 0.15 without).
 STOPWORDS = frozenset(
-    """a an the and or but if then so to of in on at by for with from into onto about as is are was were
-    be been being am do does did done have has had i me my we our you your he she it its they them their
-    this that these those there here what which who whom whose when where why how can could would should
-    will shall may might must please also just some any all each every no not only very more most other
-    such own same than too s t don't can't i'm let's write give explain create make tell describe provide
-    list generate develop design draft help come up produce compose detailed step instructions guide
-    tutorial article post letter essay story email message blog code script program sentence paragraph
-    text words one two three way ways using use""".split()
+    """a an the and or but if then so to of in on at by for with from into onto about as is are was
+    were be been being am do does did done have has had i me my we our you your he she it its they
+    them their this that these those there here what which who whom whose when where why how can
+    could would should will shall may might must please also just some any all each every no not
+    only very more most other such own same than too s t don't can't i'm let's write give explain
+    create make tell describe provide list generate develop design draft help come up produce
+    compose detailed step instructions guide tutorial article post letter essay story email message
+    blog code script program sentence paragraph text words one two three way ways using use""".split()  # noqa: SIM905
 )
 
 

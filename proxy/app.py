@@ -39,7 +39,7 @@ from proxy.routing import Router
 from proxy.service import ProxyService
 from proxy.settings import Settings, UpstreamConfig
 from proxy.shift import ProductionShift
-from proxy.stages import Audit, CountVerdicts, LogLine
+from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine
 from proxy.upstream import OpenAIUpstream, Upstream
 
 
@@ -66,13 +66,13 @@ def create_app(
 
     >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
     >>> [type(stage).__name__ for stage in app.state.pipeline.stages]
-    ['CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'ProductionShift', 'HarmfulWatch', 'CanaryFeedback']
+    ['LearnModelNames', 'CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'ProductionShift', 'HarmfulWatch', 'CanaryFeedback']
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
     ups = list(upstreams) if upstreams is not None else [build_upstream(c) for c in settings.upstreams]
     metrics.known_upstreams(u.name for u in ups)
-    catalog = ModelCatalog(ups)
+    catalog = ModelCatalog(ups, traffic_cap=settings.learned_models_cap, traffic_after=settings.learn_model_after)
     router = Router(catalog)
     canary = settings.canary
     runs_canaries = canary.enabled and (role == "canary-runner" or not canary.runner_url)
@@ -87,6 +87,7 @@ def create_app(
     pipeline = Pipeline(  # the stages after an answer, in order
         classifier,
         [
+            LearnModelNames(catalog, metrics),
             CountVerdicts(metrics),
             LogLine(),
             *([Audit(audit)] if audit else []),

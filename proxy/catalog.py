@@ -1,13 +1,20 @@
-"""Which models exist: the names the config gives exactly, the patterns (globs) it gives, and the
-names a glob upstream lists of its own. The one place that knows a name from a pattern.
+"""Which models exist: the names the config gives exactly, the patterns (globs) it gives, the names a
+glob upstream lists of its own, and the names that carry production traffic under a glob. The one
+place that knows a name from a pattern.
 
-Every name here is bounded by the config or by what an upstream lists (at most ``LEARNED_CAP`` per
-upstream), never by what clients send: these names become metric labels and canary targets.
+Every name here is bounded: by the config, by what an upstream lists (at most ``LEARNED_CAP`` per
+upstream), or, for names learned from traffic (an upstream such as llama.cpp's server lists a file
+path and answers to any name; Ollama answers ``llama3.2`` while it lists ``llama3.2:latest``), by
+``traffic_cap`` names per upstream, each admitted only after ``traffic_after`` answered requests.
+These names become metric labels and canary targets: a client sending made-up names gets none of
+them admitted unless it sends each several times, and never more than the cap; past the cap a name
+is counted under its pattern, as before (``refusal_guard_model_names_refused_total``).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from proxy.settings import is_glob
@@ -28,9 +35,13 @@ class ModelCatalog:
     ['a', 'b-1', 'b-2']
     """
 
-    def __init__(self, upstreams: Sequence[Upstream]) -> None:
+    def __init__(self, upstreams: Sequence[Upstream], *, traffic_cap: int = 16, traffic_after: int = 3) -> None:
         self.upstreams = list(upstreams)
         self._learned: dict[str, frozenset[str]] = {}
+        self._from_traffic: dict[str, set[str]] = {}
+        self._candidates: OrderedDict[tuple[str, str], int] = OrderedDict()  # bounded: a client may send millions
+        self.traffic_cap = traffic_cap
+        self.traffic_after = traffic_after
         self.version = 0  # bumped whenever what is known changes (the router drops its cache then)
 
     def exact(self) -> list[str]:
@@ -41,8 +52,30 @@ class ModelCatalog:
         return any(is_glob(m) for m in upstream.config.models)
 
     def learned(self, upstream: str) -> frozenset[str]:
-        """What a glob upstream listed that its patterns match."""
-        return self._learned.get(upstream, frozenset())
+        """What a glob upstream listed that its patterns match, and the names learned from its traffic."""
+        listed = self._learned.get(upstream, frozenset())
+        traffic = self._from_traffic.get(upstream)
+        return listed | traffic if traffic else listed
+
+    def observe(self, upstream: str, model: str) -> bool | None:
+        """A production request for ``model`` (under a pattern of ``upstream``) was answered. True once
+        the name is admitted, False when the cap refuses it, None while it is still a candidate."""
+        if self.traffic_cap <= 0 or model in self.learned(upstream):
+            return None
+        key = (upstream, model)
+        n = self._candidates.pop(key, 0) + 1
+        if n < self.traffic_after:
+            self._candidates[key] = n
+            if len(self._candidates) > 4 * LEARNED_CAP:
+                self._candidates.popitem(last=False)
+            return None
+        names = self._from_traffic.setdefault(upstream, set())
+        if len(names) >= self.traffic_cap:
+            self._candidates[key] = n  # stays refused: each further answered request is counted
+            return False
+        names.add(model)
+        self.version += 1
+        return True
 
     def learn(self, upstream: str, models: Iterable[str]) -> None:
         """Record the models an upstream lists, so a glob match on one of them is counted by its own name."""
@@ -52,7 +85,7 @@ class ModelCatalog:
             self.version += 1
 
     def names(self) -> list[str]:
-        """The exact names, then those the glob upstreams list."""
+        """The exact names, then those the glob upstreams list or their traffic taught."""
         learned = [m for u in self.upstreams for m in sorted(self.learned(u.name))]
         return list(dict.fromkeys([*self.exact(), *learned]))
 

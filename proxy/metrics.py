@@ -139,6 +139,12 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.model_names_refused = Counter(
+            "refusal_guard_model_names_refused_total",
+            "Answered requests for a model name past the cap on names learned from traffic (counted under the pattern).",
+            ["upstream"],
+            registry=registry,
+        )
         self.harmful_requests = Counter(
             "refusal_guard_harmful_requests_total",
             "Production requests the harmful-request classifier flagged, by the verdict on their answer.",

@@ -1,7 +1,7 @@
 """The after-answer pipeline: every finished exchange, production or canary, takes one road.
 
-    classify (in the classify thread) -> count -> log -> audit -> traffic shape -> shift -> harmful watch
-    -> canary feedback
+    classify (in the classify thread) -> learn model names -> count -> log -> audit -> traffic shape
+    -> shift -> harmful watch -> canary feedback
 
 ``create_app`` lists the stages once, in order (adding one is one line there). A stage is a
 one-method object, called in the event loop with the judged exchange; it returns ``None``, or a

@@ -224,6 +224,10 @@ class Settings(_Frozen):
     detector: str = "delex-lr"
     max_body_bytes: int = 4 * 1024 * 1024
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed upstream answer is a 502
+    # names that carry production traffic under a glob become labels and canary targets: at most this
+    # many per upstream (0: none), each after this many answered requests (proxy.catalog)
+    learned_models_cap: int = Field(default=16, ge=0, le=1000)
+    learn_model_after: int = Field(default=3, ge=1)
     classify_queue_size: int = 10_000
     classify_batch_size: int = 64
     log_level: str = "info"

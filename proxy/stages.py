@@ -10,9 +10,26 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 from proxy.audit.writer import AuditWriter
+from proxy.catalog import ModelCatalog
 from proxy.exchange import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
+from proxy.settings import is_glob
+
+
+class LearnModelNames:
+    """Names that carry production traffic under a glob become labels and canary targets (bounded:
+    :class:`proxy.catalog.ModelCatalog`)."""
+
+    def __init__(self, catalog: ModelCatalog, metrics: Metrics) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+
+    def __call__(self, ex: Exchange) -> None:
+        if ex.traffic != "production" or ex.status >= 400 or not ex.model or not is_glob(ex.model_label):
+            return
+        if self.catalog.observe(ex.upstream, ex.model) is False:
+            self.metrics.model_names_refused.labels(ex.upstream).inc()
 
 
 class CountVerdicts:

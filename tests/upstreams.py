@@ -43,6 +43,7 @@ class TestUpstream:
         self.gate = threading.Event()
         self.cancelled = threading.Event()
         self.slow_seconds = slow_seconds
+        self.listed = ["echo"]  # what GET /v1/models lists
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -53,7 +54,8 @@ class TestUpstream:
 
     async def models(self, request: Request) -> Response:
         return Response(
-            orjson.dumps({"object": "list", "data": [{"id": "echo", "object": "model"}]}), media_type="application/json"
+            orjson.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in self.listed]}),
+            media_type="application/json",
         )
 
     async def other(self, request: Request) -> Response:

@@ -44,8 +44,8 @@ class TrafficShape:
         if system:
             shape["system"] = system[0]
         label = ex.model_label
-        if label not in self._shapes and not is_glob(label):
-            self.seen.append(label)  # a bounded set: labels are config names or names the upstream lists
+        if not is_glob(label) and label not in self.seen:
+            self.seen.append(label)  # bounded: labels are config names, listed names or capped traffic names
             self.arrived.set()
         self._shapes[label] = shape
         if ex.model and ex.model != ex.model_label:
