@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=9464)
     r.set_defaults(func=_runner)
     sub.add_parser("eval", help="pre-deploy gate: run the canary suites against a candidate server", add_help=False)
+    sub.add_parser(
+        "canary-suite", help="canary-suite build: a private suite of variants from a secret seed", add_help=False
+    )
     sub.add_parser("drill", help="fire drill: prove the page path end to end (needs prometheus)", add_help=False)
     sub.add_parser("audit", help="read and verify the audit log: tail, show, export, verify", add_help=False)
     sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
@@ -177,6 +180,12 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_main(args.rest)
 
 
+def _canary_suite(args: argparse.Namespace) -> int:
+    from proxy.canary.build import main as build_main
+
+    return build_main(args.rest)
+
+
 def _drill(args: argparse.Namespace) -> int:
     from fire_drill import main as drill_main
 
@@ -184,6 +193,7 @@ def _drill(args: argparse.Namespace) -> int:
 
 
 _DELEGATED = {
+    "canary-suite": _canary_suite,
     "drill": _drill,
     "train": _train,
     "eval-detector": _eval_detector,

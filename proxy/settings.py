@@ -159,6 +159,11 @@ class CanarySettings(_Frozen):
     suites: tuple[str, ...] = ("harmful", "benign")
     extra_suites: tuple[str, ...] = ()  # paths of private suites (YAML or JSONL)
     templates: tuple[str, ...] = ("{prompt}",)  # wordings; "{prompt}" is replaced
+    # each canary is a variant of its prompt drawn from a secret seed (proxy.canary.variants), so no
+    # lookup of the public data sets finds it; the seed is read from this variable (unset: a new one
+    # per process). `variants: false` sends the suites' prompts as they are.
+    variants: bool = True
+    variant_seed_env: str = "REFUSAL_GUARD_CANARY_SEED"
     system_prompt: str | None = None  # default: the system prompt of the model's recent real traffic
     harmful: DriftDesign = DriftDesign()
     benign: DriftDesign = DriftDesign()
@@ -172,6 +177,11 @@ class CanarySettings(_Frozen):
 
     def policy(self, model: str) -> ModelPolicy:
         return self.policies.get(model, self.default_policy)
+
+    def variant_seed(self, environ: Mapping[str, str] | None = None) -> bytes | None:
+        """The secret seed of canary variants, from the variable the config names; None when unset."""
+        value = (os.environ if environ is None else environ).get(self.variant_seed_env)
+        return value.encode() if value else None
 
     def design(self, model: str, suite: str) -> DriftDesign:
         override = getattr(self.policy(model), suite, None) if suite in ("harmful", "benign") else None

@@ -21,6 +21,7 @@ import orjson
 
 from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import Suite
+from proxy.canary.variants import Variants
 from proxy.catalog import ModelCatalog
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange
@@ -58,6 +59,8 @@ class CanaryScheduler:
         self.shape = shape
         self.clock = clock
         self.rng = random.Random(canary.seed)
+        self.variants = Variants(canary.variant_seed()) if canary.variants else None
+        self._draws = 0
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -109,6 +112,9 @@ class CanaryScheduler:
     async def _send(self, model: str, suite: Suite) -> None:
         async with self._sem:
             item, text = suite.draw(self.rng, self.canary.templates)
+            if self.variants is not None:
+                self._draws += 1
+                text = self.variants.vary(text, self._draws)
             body = self.shape.request(model, text, self.canary)
             started, t0 = self.clock(), time.perf_counter()
             try:
