@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,28 +35,14 @@ from detectors.train_harm import load_requests  # noqa: E402
 from proxy.testing import free_port, wait_http  # noqa: E402
 
 
-def throughput(name: str, texts: list[str], runs: int, seconds: float) -> list[float]:
-    detector = load_detector(name)
+def throughput(judge: Callable[[str], object], texts: list[str], runs: int, seconds: float) -> list[float]:
+    """Texts per second through ``judge``, ``runs`` times for ``seconds`` each."""
     rates = []
     for _ in range(runs):
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             for t in texts:
-                detector.classify(t)
-            n += len(texts)
-        rates.append(n / (time.perf_counter() - start))
-    return rates
-
-
-def harm_throughput(texts: list[str], runs: int, seconds: float) -> list[float]:
-    """Prompts per second through the harmful-request classifier (``is_harmful``), one core."""
-    clf = HarmfulRequestClassifier.load()
-    rates = []
-    for _ in range(runs):
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for t in texts:
-                clf.is_harmful(t)
+                judge(t)
             n += len(texts)
         rates.append(n / (time.perf_counter() - start))
     return rates
@@ -127,13 +114,13 @@ def main() -> None:
         "detectors": {},
     }
     for name in ("delex-lr", "pattern"):
-        rates = throughput(name, texts, args.runs, args.seconds)
+        rates = throughput(load_detector(name).classify, texts, args.runs, args.seconds)
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         mem = proxy_memory(name, prompts)
         os.sched_setaffinity(0, {0})
         result["detectors"][name] = {"per_second_median": statistics.median(rates), "per_second_runs": rates, **mem}  # type: ignore[index]
     requests = [r.text for r in load_requests()]
-    harm = harm_throughput(requests, args.runs, args.seconds)
+    harm = throughput(HarmfulRequestClassifier.load().is_harmful, requests, args.runs, args.seconds)
     result["harmful_request_classifier"] = {
         "prompts": len(requests),
         "per_second_median": statistics.median(harm),

@@ -16,17 +16,14 @@ False
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
-from collections import Counter
 from collections.abc import Sequence
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from detectors.artifacts import load_artifact
+from detectors.features import weights
 
 HARM_MODEL = "harm-lr"
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -62,14 +59,6 @@ def grams(toks: Sequence[str]) -> list[str]:
     return [*toks, *(f"{a} {b}" for a, b in itertools.pairwise(toks))]
 
 
-def tfidf(doc: Sequence[str], index: dict[str, int], idf: Sequence[float]) -> dict[int, float]:
-    """Sublinear-tf x idf weights of a document's known n-grams, L2-normalised."""
-    counts = Counter([i for i in map(index.get, doc) if i is not None])
-    w = {i: (1.0 + math.log(c)) * idf[i] for i, c in counts.items()}
-    norm = math.sqrt(sum(v * v for v in w.values()))
-    return {i: v / norm for i, v in w.items()} if norm else {}
-
-
 class HarmfulRequestClassifier:
     """``score(text)`` is P(harmful); ``is_harmful`` compares it with the card's threshold."""
 
@@ -87,20 +76,10 @@ class HarmfulRequestClassifier:
     @classmethod
     def load(cls, path: str | Path | None = None) -> HarmfulRequestClassifier:
         """Load ``<path>.npz`` and ``<path>.json``; by default the model shipped in the package."""
-        npz: Traversable
-        card: Traversable
-        if path is None:
-            base = resources.files("detectors").joinpath("models")
-            npz, card = base.joinpath(HARM_MODEL + ".npz"), base.joinpath(HARM_MODEL + ".json")
-        else:
-            p = Path(path).with_suffix("")
-            npz, card = p.with_suffix(".npz"), p.with_suffix(".json")
-        with npz.open("rb") as f, np.load(f, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        return cls(arrays, json.loads(card.read_text(encoding="utf-8")))
+        return cls(*load_artifact(HARM_MODEL, path))
 
     def score(self, text: str) -> float:
-        w = tfidf(grams(words(text)), self.index, self.idf)
+        w = weights(grams(words(text)), self.index, self.idf)  # the refusal detector's tf-idf
         z = self.intercept + sum(self.coef[i] * v for i, v in w.items())
         return 1.0 / (1.0 + math.exp(-z)) if z > -40 else 0.0
 

@@ -6,16 +6,12 @@ pickle. Scoring is pure Python over a dict lookup per n-gram: no scikit-learn at
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from detectors.artifacts import load_artifact
 from detectors.base import Verdict
 from detectors.features import ngrams, tokens, weights
 from detectors.patterns import PatternDetector, explicit_refusal
@@ -59,17 +55,7 @@ class LinearDetector:
     @classmethod
     def load(cls, path: str | Path | None = None) -> LinearDetector:
         """Load ``<path>.npz`` and ``<path>.json``; by default the model shipped in the package."""
-        npz: Traversable
-        card: Traversable
-        if path is None:
-            base = resources.files("detectors").joinpath("models")
-            npz, card = base.joinpath(DEFAULT_MODEL + ".npz"), base.joinpath(DEFAULT_MODEL + ".json")
-        else:
-            p = Path(path).with_suffix("")
-            npz, card = p.with_suffix(".npz"), p.with_suffix(".json")
-        with npz.open("rb") as f, np.load(f, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        return cls(arrays, json.loads(card.read_text(encoding="utf-8")))
+        return cls(*load_artifact(DEFAULT_MODEL, path))
 
     def probabilities(self, response: str) -> tuple[float, float]:
         """P(refused) and P(partial | refused)."""

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors.harm import HARM_MODEL, HarmfulRequestClassifier, grams, tfidf, words
+from detectors.features import weights
+from detectors.harm import HARM_MODEL, HarmfulRequestClassifier, grams, words
 
 DATA = Path(__file__).resolve().parent / "data" / "requests.jsonl.gz"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -69,7 +70,7 @@ def fit(train: Sequence[Request], cfg: HarmConfig) -> HarmfulRequestClassifier:
     probe = HarmfulRequestClassifier(arrays, card)  # the inference code computes the training features
     rows, cols, vals = [], [], []
     for r, d in enumerate(docs):
-        for i, v in tfidf(d, probe.index, probe.idf).items():
+        for i, v in weights(d, probe.index, probe.idf).items():
             rows.append(r)
             cols.append(i)
             vals.append(v)

@@ -50,6 +50,7 @@ class Exchange:
     upstream_wait: float
     client_key_id: str | None = None
     request: dict[str, Any] | None = None
+    request_body: bytes = b""  # the request as the client serialised it (canaries copy its style)
     response: bytes = b""
     response_truncated: bool = False
     error: str | None = None

@@ -57,6 +57,7 @@ class _Call:
     stream: bool = False
     request: dict | None = None  # type: ignore[type-arg]
     headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
     held: bool = False  # strict durability: the pipeline ran before the response ended
 
 
@@ -106,6 +107,7 @@ class ProxyService:
         headers = request.headers
         call.client_key_id = self.auth.check(headers.get("authorization"), headers.get("api-key"))
         body = await read_body(request.stream(), headers.get("content-length"), self.max_body_bytes)
+        call.body = body
         route = self._quarantine(self._route(call, body, headers.get("content-type", "")))
         upstream = route.upstream
         call.label, call.upstream = route.label, upstream.name
@@ -232,6 +234,7 @@ class ProxyService:
             upstream_wait=out.upstream_wait,
             client_key_id=call.client_key_id,
             request=call.request,
+            request_body=call.body,
             response=out.body,
             response_truncated=out.truncated,
             error=out.error or ("client disconnected" if out.disconnected else None),

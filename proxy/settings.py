@@ -153,8 +153,7 @@ class CanarySettings(_Frozen):
     enabled: bool = True
     runner_url: str | None = None  # a fleet's canary-runner: this proxy runs none and follows its state
     interval_seconds: float = 60.0
-    per_round: int = 2  # canaries per suite, per model, per round
-    max_tokens: int = 64  # refusals declare themselves early
+    per_round: int = 2  # canaries per suite and model per interval, on average (a Poisson process)
     models: tuple[str, ...] = ()  # default: every model named in the config or listed by a glob upstream
     suites: tuple[str, ...] = ("harmful", "benign")
     extra_suites: tuple[str, ...] = ()  # paths of private suites (YAML or JSONL)

@@ -1,9 +1,10 @@
-"""Send canaries on a schedule, through the same upstream clients as production.
+"""Send canaries, through the same upstream clients as production, as a Poisson process.
 
-Each round, for every target model and suite, ``per_round`` canaries go out concurrently (a few
-at a time). A canary looks like that model's recent production traffic (system prompt, sampling
-parameters, streaming or not; see :class:`~proxy.canary.shape.TrafficShape`) with ``max_tokens``
-capped low. Answers go through the same :class:`~proxy.pipeline.Pipeline` as production
+A canary looks like that model's recent production request on the wire: headers, body layout,
+parameters (``max_tokens`` and ``stream`` included) and conversation shape
+(:mod:`proxy.canary.disguise`), and its prompt is a secret variant of the suite's
+(:mod:`proxy.canary.variants`). A streamed canary is read only until the detector has enough text,
+then closed. Answers go through the same :class:`~proxy.pipeline.Pipeline` as production
 (``traffic="canary"``), awaited; its canary-feedback stage feeds the
 :class:`~proxy.canary.drift.DriftMonitor`. Canary answers are never relayed to any client.
 """
@@ -11,27 +12,45 @@ capped low. Answers go through the same :class:`~proxy.pipeline.Pipeline` as pro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
 from collections.abc import Callable
 
-import orjson
-
+from proxy.canary.disguise import serialise
 from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import Suite
 from proxy.canary.variants import Variants
 from proxy.catalog import ModelCatalog
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange
+from proxy.extract import answers_from_stream
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.routing import Router
 from proxy.settings import CanarySettings
+from proxy.upstream import UpstreamResponse
 
 _MAX_ANSWER_BYTES = 1024 * 1024
+ENOUGH_TEXT = 600  # characters of answer the detector needs (it reads an answer's opening)
+
+
+async def _enough_of(up: UpstreamResponse) -> bytes:
+    """A streamed answer up to the first ``ENOUGH_TEXT`` characters of every choice's text, then stop:
+    a canary costs what the detector reads, not what ``max_tokens`` allows."""
+    kept: list[bytes] = []
+    size = 0
+    async for chunk in up.chunks:
+        kept.append(chunk)
+        size += len(chunk)
+        if size >= _MAX_ANSWER_BYTES:
+            break
+        if size > ENOUGH_TEXT and chunk.rstrip().endswith(b"}"):  # at an event boundary: is it enough?
+            answers = answers_from_stream("chat", b"".join(kept))
+            if answers and all(len(a.text) >= ENOUGH_TEXT for a in answers):
+                break
+    return b"".join(kept)
 
 
 class CanaryScheduler:
@@ -63,7 +82,8 @@ class CanaryScheduler:
         self._draws = 0
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
-        self.rounds = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.rounds = 0  # passes of the scheduling loop
 
     def targets(self) -> list[str]:
         """``canary.models``, else every model the config names exactly plus every model that has had
@@ -80,34 +100,53 @@ class CanaryScheduler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        for t in list(self._inflight):
+            t.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def _spawn(self, model: str, suite: Suite, delay: float = 0.0) -> None:
+        async def job() -> None:
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await self._send(model, suite)
+            except Exception:  # a canary failure never takes the proxy down
+                logger.exception("canary_failed_unexpectedly", model=model, suite=suite.name)
+
+        task = asyncio.get_running_loop().create_task(job())
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _run(self) -> None:
-        arrived = self.shape.arrived  # a model seen for the first time is checked at once, not at the next interval
+        """Canaries as a Poisson process: ``per_round`` per model and suite per ``interval_seconds`` on
+        average, each at an exponentially distributed wait after the last, interleaved with production
+        (no bursts). A model seen for the first time gets one canary per suite within a second."""
+        arrived = self.shape.arrived
+        known: set[str] = set()
         while True:
-            started = time.monotonic()
+            self.rounds += 1
+            targets = self.targets()
+            for model in targets:
+                if model not in known:
+                    known.add(model)
+                    self.metrics.canary_target.labels(model).set(1)
+                    for suite in self.suites:  # series exist at zero, so "no errors" is data, not absence
+                        self.metrics.canary_errors.labels(model, suite.name)
+                        if self.rounds > 1:  # a model that appeared: checked at once, spread over a second
+                            self._spawn(
+                                model, suite, delay=self.rng.uniform(0.0, min(1.0, self.canary.interval_seconds))
+                            )
+            pairs = [(m, s) for m in targets for s in self.suites]
+            rate = len(pairs) * self.canary.per_round / self.canary.interval_seconds  # canaries per second
+            wait = self.rng.expovariate(rate) if rate else self.canary.interval_seconds
             arrived.clear()
             try:
-                await self.run_round()
-            except Exception:  # a canary failure never takes the proxy down
-                logger.exception("canary_round_failed")
-            jitter = self.rng.uniform(0.9, 1.1)
-            wait = max(0.0, self.canary.interval_seconds * jitter - (time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), wait)
-
-    async def run_round(self) -> None:
-        for model in self.targets():
-            self.metrics.canary_target.labels(model).set(1)
-            for suite in self.suites:  # series exist at zero, so "no errors" is data, not absence
-                self.metrics.canary_errors.labels(model, suite.name)
-        jobs = [
-            self._send(model, suite)
-            for model in self.targets()
-            for suite in self.suites
-            for _ in range(self.canary.per_round)
-        ]
-        await asyncio.gather(*jobs)
-        self.rounds += 1
+                continue  # a new model: look at the targets again
+            except TimeoutError:
+                pass
+            if pairs:
+                self._spawn(*self.rng.choice(pairs))
 
     async def _send(self, model: str, suite: Suite) -> None:
         async with self._sem:
@@ -115,17 +154,17 @@ class CanaryScheduler:
             if self.variants is not None:
                 self._draws += 1
                 text = self.variants.vary(text, self._draws)
-            body = self.shape.request(model, text, self.canary)
+            req = self.shape.request(model, text, self.canary, self.rng)
+            body = req.body
             started, t0 = self.clock(), time.perf_counter()
             try:
                 route = self.router.resolve(model)
-                up = await route.upstream.send(
-                    "POST", "/chat/completions", orjson.dumps(body), [("content-type", "application/json")]
-                )
+                up = await route.upstream.send("POST", "/chat/completions", serialise(body, req.style), req.headers)
                 try:
-                    content = await up.read(_MAX_ANSWER_BYTES)
+                    streamed = req.stream and up.content_type.startswith("text/event-stream")
+                    content = await (_enough_of(up) if streamed else up.read(_MAX_ANSWER_BYTES))
                 finally:
-                    await up.aclose()
+                    await up.aclose()  # mid-stream, this closes the connection: the upstream stops generating
             except ProxyError as exc:
                 self.metrics.canary_errors.labels(model, suite.name).inc()
                 logger.warning("canary_failed", model=model, suite=suite.name, error=str(exc))
@@ -144,7 +183,7 @@ class CanaryScheduler:
                     model_label=route.label,
                     upstream=route.upstream.name,
                     traffic="canary",
-                    stream=bool(body.get("stream")) and up.content_type.startswith("text/event-stream"),
+                    stream=streamed,
                     status=up.status_code,
                     started=started,
                     duration=time.perf_counter() - t0,

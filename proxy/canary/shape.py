@@ -1,71 +1,69 @@
-"""What canaries copy: the shape of each model's recent production requests."""
+"""What canaries copy: each model's most recent production chat request (see :mod:`proxy.canary.disguise`)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+from dataclasses import dataclass
 from typing import Any
 
+from proxy.canary.disguise import canary_body, canary_headers, style_of
 from proxy.exchange import Exchange
 from proxy.settings import CanarySettings, is_glob
 
-_SHAPED_PARAMS = (
-    "temperature",
-    "top_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "seed",
-    "stop",
-    "stream",
-    "stream_options",
-    "n",
-    "max_tokens",
-    "max_completion_tokens",
-)
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """The latest production chat request of one model: its headers, body and serialisation."""
+
+    headers: list[tuple[str, str]]
+    body: dict[str, Any]
+    style: tuple[tuple[str, str], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRequest:
+    headers: list[tuple[str, str]]
+    body: dict[str, Any]
+    style: tuple[tuple[str, str], bool]
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+
+SDK_STYLE: tuple[tuple[str, str], bool] = ((",", ":"), False)  # the openai SDK: compact, UTF-8
 
 
 class TrafficShape:
-    """The system prompt and sampling parameters of each model's latest production chat request."""
+    """A pipeline stage: the latest production chat request of each model (by label: a bounded set)."""
 
     def __init__(self) -> None:
-        self._shapes: dict[str, dict[str, Any]] = {}
+        self._templates: dict[str, Template] = {}
         self.seen: list[str] = []  # models with production traffic, in order of first sight
         self.arrived = asyncio.Event()  # a model was seen for the first time (the scheduler checks it at once)
 
     def __call__(self, ex: Exchange) -> None:
-        """A pipeline stage: remember the shape of a production chat request."""
         if ex.traffic != "production" or ex.endpoint != "chat" or not ex.request or ex.status >= 400:
             return
-        shape = {k: ex.request[k] for k in _SHAPED_PARAMS if k in ex.request}
-        system = [
-            m
-            for m in ex.request.get("messages") or []
-            if isinstance(m, dict) and m.get("role") in ("system", "developer")
-        ]
-        if system:
-            shape["system"] = system[0]
         label = ex.model_label
-        if not is_glob(label) and label not in self.seen:
+        if is_glob(label):
+            return
+        if label not in self.seen:
             self.seen.append(label)  # bounded: labels are config names, listed names or capped traffic names
             self.arrived.set()
-        self._shapes[label] = shape
-        if ex.model and ex.model != ex.model_label:
-            self._shapes[ex.model] = shape
+        self._templates[label] = Template(list(ex.headers), ex.request, style_of(ex.request_body))
 
-    def request(self, model: str, text: str, canary: CanarySettings) -> dict[str, Any]:
+    def has(self, model: str) -> bool:
+        """Whether ``model`` has had a production chat request to copy."""
+        return model in self._templates
+
+    def request(self, model: str, text: str, canary: CanarySettings, rng: random.Random) -> CanaryRequest:
         """A chat request carrying ``text`` that looks like ``model``'s production traffic."""
-        shape = dict(self._shapes.get(model, {}))
-        system = shape.pop("system", None)
-        if canary.system_prompt is not None:
-            system = {"role": "system", "content": canary.system_prompt}
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": ([system] if system else []) + [{"role": "user", "content": text}],
-        }
-        body.update({k: v for k, v in shape.items() if k not in ("max_tokens", "max_completion_tokens", "n")})
-        limit = min(
-            v
-            for v in (shape.get("max_tokens"), shape.get("max_completion_tokens"), canary.max_tokens)
-            if isinstance(v, int)
-        )
-        body["max_completion_tokens" if "max_completion_tokens" in shape else "max_tokens"] = limit
-        return body
+        t = self._templates.get(model)
+        system = {"role": "system", "content": canary.system_prompt} if canary.system_prompt is not None else None
+        if t is None:  # no production traffic yet: the openai SDK's headers and layout, streamed
+            body = canary_body(None, model, text, rng, system)
+            body["stream"] = True
+            return CanaryRequest(canary_headers(None, rng), body, SDK_STYLE)
+        return CanaryRequest(canary_headers(t.headers, rng), canary_body(t.body, model, text, rng, system), t.style)

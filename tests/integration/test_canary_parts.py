@@ -64,7 +64,8 @@ def test_bad_suites_are_refused(tmp_path: Path, text: str) -> None:
 
 
 def test_canaries_are_shaped_like_production() -> None:
-    """A canary carries the model's production system prompt and sampling parameters, with max_tokens capped."""
+    """A canary carries the model's production system prompt, sampling parameters (max_tokens too: the
+    cost is bounded by closing the stream early) and key order, earlier turns replaced by generic ones."""
     shape = TrafficShape()
     shape(
         Exchange(
@@ -89,18 +90,20 @@ def test_canaries_are_shaped_like_production() -> None:
                 "max_tokens": 2048,
                 "messages": [
                     {"role": "system", "content": "You are Acme's helpful bot."},
-                    {"role": "user", "content": "secret production prompt"},
+                    {"role": "user", "content": "secret earlier question"},
+                    {"role": "assistant", "content": "secret earlier answer"},
+                    {"role": "user", "content": [{"type": "text", "text": "secret production prompt"}]},
                 ],
             },
         )
     )
-    body = shape.request("m", "canary text", CanarySettings(max_tokens=64))
-    assert body["messages"] == [
-        {"role": "system", "content": "You are Acme's helpful bot."},
-        {"role": "user", "content": "canary text"},
-    ]
-    assert (body["temperature"], body["top_p"], body["stream"], body["max_tokens"]) == (0.3, 0.9, True, 64)
-    assert "secret production prompt" not in str(body)
+    body = shape.request("m", "canary text", CanarySettings(), random.Random(0)).body
+    assert list(body) == ["model", "temperature", "top_p", "stream", "max_tokens", "messages"]
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["messages"][0] == {"role": "system", "content": "You are Acme's helpful bot."}
+    assert body["messages"][-1] == {"role": "user", "content": [{"type": "text", "text": "canary text"}]}
+    assert (body["temperature"], body["top_p"], body["stream"], body["max_tokens"]) == (0.3, 0.9, True, 2048)
+    assert "secret" not in str(body)
 
 
 def test_production_shift_needs_samples_and_a_real_change() -> None:
@@ -185,7 +188,7 @@ def test_glob_upstreams_get_canaries_only_for_models_in_use(start_proxy: Any) ->
                 "canary": {"enabled": True, "interval_seconds": 3600, "per_round": 1},
             }
         )
-        assert p.wait_for(lambda: p.app.state.scheduler.rounds >= 1)
+        assert p.wait_for(lambda: p.app.state.scheduler.rounds >= 1)  # the scheduling loop ran
         assert up.seen == []  # the upstream lists "echo", but nobody uses it yet: no canaries
         httpx.post(
             p.url + "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "mine"}]}

@@ -1,0 +1,116 @@
+"""A canary is byte for byte the model's recent production request at the upstream, modulo the
+conversation's text, per-request ids and the credentials; and a streamed canary is closed once the
+detector has enough text (the upstream stops generating)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from proxy.testing import run_server
+from tests.conftest import Proxy
+
+LONG = " ".join(["Sure, here is a detailed answer to your question."] * 80)
+
+
+class RecordingUpstream:
+    """Records each chat request's raw headers and body; streams a long answer slowly, noting how
+    much of it it got to send before the client went away."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[list[tuple[bytes, bytes]], bytes]] = []
+        self.cut_short = threading.Event()
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.body()
+        self.requests.append((list(request.scope["headers"]), body))
+        words = LONG.split(" ")
+
+        async def events() -> Any:
+            sent = 0
+            try:
+                for i in range(0, len(words), 4):
+                    delta = {"content": " ".join(words[i : i + 4]) + " "}
+                    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+                    chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    sent += 1
+                    await asyncio.sleep(0.01)
+                yield b"data: [DONE]\n\n"
+            finally:
+                if sent < len(words) // 4:
+                    self.cut_short.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def masked(headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers without the ones that differ per request; the body with every message text blanked,
+    in place, in the bytes as they were sent."""
+    per_request = {b"content-length", b"traceparent", b"x-request-id"}
+    keep = [(k, v) for k, v in headers if k not in per_request]
+    for m in json.loads(body)["messages"]:
+        content = m["content"]
+        texts = [content] if isinstance(content, str) else [p["text"] for p in content]
+        for t in texts:
+            body = body.replace(json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode(), b'"TEXT"', 1)
+    return keep, body
+
+
+def test_a_canary_is_the_production_request_byte_for_byte(start_proxy: Any) -> None:
+    """Same header names, order and values (the SDK's own included), same body keys, order,
+    parameters and serialisation; only the texts, the trace id and the length differ."""
+    up = RecordingUpstream()
+    with run_server(up.app) as server:
+        p: Proxy = start_proxy(
+            {
+                "upstreams": [{"name": "u", "base_url": server.url + "/v1", "models": ["acme-chat"]}],
+                "canary": {"enabled": True, "interval_seconds": 0.5, "per_round": 1},
+            }
+        )
+        client = p.client(default_headers={"x-app-version": "7.4.1"})
+        stream = client.chat.completions.create(
+            model="acme-chat",
+            messages=[
+                {"role": "system", "content": "You are Acme's assistant."},
+                {"role": "user", "content": "my earlier question"},
+                {"role": "assistant", "content": "my earlier answer"},
+                {"role": "user", "content": "what is my order status?"},
+            ],
+            temperature=0.4,
+            max_tokens=700,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        production = next(r for r in up.requests if b"order status" in r[1])
+        assert p.wait_for(lambda: p.app.state.scheduler.shape.has("acme-chat"))
+        time.sleep(1.0)  # canaries built before the production request was seen have arrived by now
+        mark = len(up.requests)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(up.requests) < mark + 2:
+            time.sleep(0.05)
+        canaries = up.requests[mark:]
+        assert canaries, "no canary arrived after the production request was seen"
+        want = masked(*production)
+        for canary in canaries:
+            assert masked(*canary) == want
+            names = [k for k, _ in canary[0]]
+            assert b"traceparent" in names
+            trace = dict(canary[0])[b"traceparent"]
+            assert trace != dict(production[0])[b"traceparent"] and len(trace) == 55
+            sent = json.loads(canary[1])
+            assert "my earlier" not in json.dumps(sent) and "order status" not in json.dumps(sent)
+            assert sent["max_tokens"] == 700 and sent["stream"] is True
+        assert up.cut_short.wait(10)  # the canary read what the detector needs and hung up
