@@ -128,7 +128,7 @@ def create_app(
         ]
     )
     if role == "proxy":  # a canary-runner serves canaries and state only, no client traffic
-        for e in [*models.routes(catalog, auth), *openai.routes(service)]:
+        for e in [*models.routes(catalog, auth), *openai.routes(service, settings.passthrough)]:
             table.add(e)
 
     lifespan = Lifecycle(

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, error_response
 from proxy.logs import logger
+from proxy.paths import normalise
 from proxy.request_ids import RequestIds
 from proxy.routes.table import RouteTable
 
@@ -51,6 +52,7 @@ class GuardApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = self._ids.tag(scope, send)
         try:
+            scope["path"] = normalise(scope.get("raw_path") or scope["path"].encode())  # proxy.paths
             handler, params = self.table.match(scope["method"], scope["path"])
             response = await handler(Request(scope, receive), **params)
         except ProxyError as exc:

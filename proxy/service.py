@@ -30,6 +30,7 @@ from proxy.errors import (
 from proxy.exchange import ENDPOINTS, Exchange, Outcome
 from proxy.logs import logger
 from proxy.metrics import NO_UPSTREAM, UNROUTED, Metrics
+from proxy.paths import encode
 from proxy.pipeline import Pipeline
 from proxy.relay import BodyRelay, DisconnectWatch, StreamRelay
 from proxy.routing import Route, Router
@@ -118,7 +119,7 @@ class ProxyService:
         async with DisconnectWatch(request.receive) as watch:  # one watcher for headers and body
             try:
                 query = request.scope["query_string"].decode("latin-1")  # as sent; no URL object built
-                up = await upstream.send(call.method, "/" + call.path, body, fwd_headers, query)
+                up = await upstream.send(call.method, encode("/" + call.path), body, fwd_headers, query)
             except UpstreamError as exc:
                 self.metrics.upstream_error(upstream.name, exc.kind)
                 raise

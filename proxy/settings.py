@@ -224,6 +224,34 @@ class ShiftSettings(_Frozen):
     min_relative: float = 0.5
 
 
+# The /v1/* endpoints relayed unclassified (globs below /v1/): what OpenAI-compatible clients need.
+# Upstream-admin paths (vLLM's load_lora_adapter / unload_lora_adapter, sleep, wake_up,
+# reset_prefix_cache, collective_rpc, profiling; llama.cpp's slots and lora-adapters) are not in it,
+# so they are refused unless a config adds them.
+DEFAULT_PASSTHROUGH: tuple[str, ...] = (
+    "embeddings",
+    "moderations",
+    "audio/*",
+    "images/*",
+    "files",
+    "files/*",
+    "uploads",
+    "uploads/*",
+    "batches",
+    "batches/*",
+    "rerank",
+    "score",
+    "tokenize",
+    "detokenize",
+    "responses/*",
+    "chat/completions/*",
+    "messages",
+    "messages/*",
+    "vector_stores",
+    "vector_stores/*",
+)
+
+
 class Settings(_Frozen):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -231,6 +259,7 @@ class Settings(_Frozen):
     upstreams: tuple[UpstreamConfig, ...] = ()
     client_keys: tuple[ClientKey, ...] = ()
     detector: str = "delex-lr"
+    passthrough: tuple[str, ...] = DEFAULT_PASSTHROUGH  # see DEFAULT_PASSTHROUGH
     max_body_bytes: int = 4 * 1024 * 1024
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed upstream answer is a 502
     # names that carry production traffic under a glob become labels and canary targets: at most this

@@ -120,7 +120,7 @@ class CanaryScheduler:
     async def _run(self) -> None:
         """Canaries as a Poisson process: ``per_round`` per model and suite per ``interval_seconds`` on
         average, each at an exponentially distributed wait after the last, interleaved with production
-        (no bursts). A model seen for the first time gets one canary per suite within a second."""
+        (no bursts). A new target, at start or when first seen, gets one canary per suite within a second."""
         arrived = self.shape.arrived
         known: set[str] = set()
         while True:
@@ -132,10 +132,8 @@ class CanaryScheduler:
                     self.metrics.canary_target.labels(model).set(1)
                     for suite in self.suites:  # series exist at zero, so "no errors" is data, not absence
                         self.metrics.canary_errors.labels(model, suite.name)
-                        if self.rounds > 1:  # a model that appeared: checked at once, spread over a second
-                            self._spawn(
-                                model, suite, delay=self.rng.uniform(0.0, min(1.0, self.canary.interval_seconds))
-                            )
+                        # a new target (at start, or as it appears) is checked at once, spread over a second
+                        self._spawn(model, suite, delay=self.rng.uniform(0.0, min(1.0, self.canary.interval_seconds)))
             pairs = [(m, s) for m in targets for s in self.suites]
             rate = len(pairs) * self.canary.per_round / self.canary.interval_seconds  # canaries per second
             wait = self.rng.expovariate(rate) if rate else self.canary.interval_seconds

@@ -1,4 +1,4 @@
-"""The one dispatch table: which handler answers a method and path, after one path normalisation.
+"""The one dispatch table: which handler answers a method and a path (normalised by :mod:`proxy.paths`).
 
 Patterns are literal paths, or a literal prefix and suffix around one ``{name}`` parameter that may
 span slashes (``/v1/models/{model}``, ``/admin/quarantine/{model}/clear``). Exact paths win, then
@@ -22,15 +22,6 @@ class Endpoint:
     path: str
     methods: tuple[str, ...]
     handler: Handler
-
-
-def normalise(path: str) -> str:
-    """The path routes are matched on: one trailing slash dropped.
-
-    >>> normalise("/v1/chat/completions/"), normalise("/")
-    ('/v1/chat/completions', '/')
-    """
-    return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +67,6 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         """The first route whose path and method match; a path matched only with other methods is a 405."""
-        path = normalise(path)
         path_matched = False
         exact = self._exact.get(path)
         if exact is not None:

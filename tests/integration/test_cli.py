@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from proxy.testing import free_port, wait_http
+from proxy.testing import free_port, wait_http, wait_until
 
 CLI = [sys.executable, "-m", "proxy"]
 
@@ -68,6 +68,9 @@ def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
         assert safe != abl
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'model="sim-model"' in metrics  # learned from the sim's /v1/models
+        # canaries are on by default: a model seen for the first time gets one per suite within a second
+        seen = lambda: "refusal_guard_canary_results_total{" in httpx.get(f"http://127.0.0.1:{port}/metrics").text  # noqa: E731
+        assert wait_until(seen, 10, 0.1)
     finally:
         proxy.send_signal(signal.SIGTERM)
         out, err = proxy.communicate(timeout=20)

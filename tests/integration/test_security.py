@@ -121,11 +121,11 @@ def test_requests_cannot_choose_where_the_proxy_connects(
         with httpx.Client(base_url=p.url) as c:
             c.post("/v1/chat/completions", json={"model": "echo", "messages": MSGS}, headers={"host": host})
             c.post("/v1/chat/completions", json={"model": evil.url + "/v1", "messages": MSGS})
-            c.get(f"/v1/{evil.url}/v1/models")
-            c.get("/v1/..%2f..%2fadmin")
+            assert c.get(f"/v1/{evil.url}/v1/models").status_code == 404  # not in the pass-through allow-list
+            assert c.get("/v1/..%2f..%2fadmin").status_code == 400  # an encoded slash (proxy.paths)
             c.post("/v1/embeddings", json={"model": "x", "input": "y", "base_url": evil.url, "api_base": evil.url})
-        assert len(up.seen) >= 4  # they reached the configured upstream...
-        assert attacker.hits == []  # ...and nothing else
+        assert len(up.seen) >= 2  # the chat requests reached the configured upstream...
+        assert attacker.hits == []  # ...and nothing reached anything else
 
 
 def test_upstream_redirects_are_not_followed(start_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
