@@ -183,7 +183,11 @@ class OpenAIUpstream:
                     limit=1000, limit_per_host=0, keepalive_timeout=self.config.timeouts.keepalive
                 ),
                 timeout=self._timeout,
-                auto_decompress=False,  # bytes are relayed as they came
+                # an upstream (or an ingress before it) may compress whatever was asked: answers are decoded
+                # here and relayed decoded, so the client never gets compressed bytes without their
+                # content-encoding, and the classifier reads text; a non-streamed answer's decoded size
+                # counts against max_response_bytes (a decompression bomb is a 502, not a hang)
+                auto_decompress=True,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
