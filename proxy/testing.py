@@ -15,9 +15,34 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from proxy.exchange import Exchange
 from proxy.server import free_port, wait_http
 
-__all__ = ["ServerThread", "free_port", "run_server", "wait_for", "wait_http", "wait_until"]
+__all__ = ["ServerThread", "exchange", "free_port", "run_server", "wait_for", "wait_http", "wait_until"]
+
+
+def exchange(**fields: Any) -> Exchange:
+    """A production chat exchange for model ``m`` on upstream ``u``, answered 200; ``fields`` override.
+
+    >>> exchange(traffic="canary").traffic
+    'canary'
+    """
+    base: dict[str, Any] = {
+        "request_id": "r",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "endpoint": "chat",
+        "model": "m",
+        "model_label": "m",
+        "upstream": "u",
+        "traffic": "production",
+        "stream": False,
+        "status": 200,
+        "started": 0.0,
+        "duration": 0.0,
+        "upstream_wait": 0.0,
+    }
+    return Exchange(**{**base, **fields})
 
 
 class ServerThread:

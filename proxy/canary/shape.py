@@ -13,16 +13,10 @@ from proxy.settings import CanarySettings, is_glob
 
 
 @dataclass(frozen=True, slots=True)
-class Template:
-    """The latest production chat request of one model: its headers, body and serialisation."""
+class WireRequest:
+    """A chat request as it goes on the wire: headers, body, and how the body is serialised. The latest
+    production request of each model is kept as one; a canary is built as another."""
 
-    headers: list[tuple[str, str]]
-    body: dict[str, Any]
-    style: tuple[tuple[str, str], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class CanaryRequest:
     headers: list[tuple[str, str]]
     body: dict[str, Any]
     style: tuple[tuple[str, str], bool]
@@ -39,7 +33,7 @@ class TrafficShape:
     """A pipeline stage: the latest production chat request of each model (by label: a bounded set)."""
 
     def __init__(self) -> None:
-        self._templates: dict[str, Template] = {}
+        self._templates: dict[str, WireRequest] = {}
         self.seen: list[str] = []  # models with production traffic, in order of first sight
         self.arrived = asyncio.Event()  # a model was seen for the first time (the scheduler checks it at once)
 
@@ -52,18 +46,18 @@ class TrafficShape:
         if label not in self.seen:
             self.seen.append(label)  # bounded: labels are config names, listed names or capped traffic names
             self.arrived.set()
-        self._templates[label] = Template(list(ex.headers), ex.request, style_of(ex.request_body))
+        self._templates[label] = WireRequest(list(ex.headers), ex.request, style_of(ex.request_body))
 
     def has(self, model: str) -> bool:
         """Whether ``model`` has had a production chat request to copy."""
         return model in self._templates
 
-    def request(self, model: str, text: str, canary: CanarySettings, rng: random.Random) -> CanaryRequest:
+    def request(self, model: str, text: str, canary: CanarySettings, rng: random.Random) -> WireRequest:
         """A chat request carrying ``text`` that looks like ``model``'s production traffic."""
         t = self._templates.get(model)
         system = {"role": "system", "content": canary.system_prompt} if canary.system_prompt is not None else None
         if t is None:  # no production traffic yet: the openai SDK's headers and layout, streamed
             body = canary_body(None, model, text, rng, system)
             body["stream"] = True
-            return CanaryRequest(canary_headers(None, rng), body, SDK_STYLE)
-        return CanaryRequest(canary_headers(t.headers, rng), canary_body(t.body, model, text, rng, system), t.style)
+            return WireRequest(canary_headers(None, rng), body, SDK_STYLE)
+        return WireRequest(canary_headers(t.headers, rng), canary_body(t.body, model, text, rng, system), t.style)

@@ -280,9 +280,9 @@ def test_retention_prunes_old_records_and_the_rest_still_verifies(tmp_path: Path
     from prometheus_client import CollectorRegistry
 
     from proxy.audit.writer import AuditWriter
-    from proxy.exchange import Exchange
     from proxy.metrics import Metrics
     from proxy.settings import AuditSettings
+    from proxy.testing import exchange
 
     now = time.time()
     url = f"sqlite:///{tmp_path}/audit.db"
@@ -291,20 +291,8 @@ def test_retention_prunes_old_records_and_the_rest_still_verifies(tmp_path: Path
     )
     for i, age_days in enumerate([20, 10, 9, 1, 0]):
         w.submit(
-            Exchange(
-                request_id=f"r{i}",
-                method="POST",
-                path="/v1/chat/completions",
-                endpoint=None,
-                model="m",
-                model_label="m",
-                upstream="u",
-                traffic="production",
-                stream=False,
-                status=200,
-                started=now - age_days * 86400,
-                duration=0.01,
-                upstream_wait=0.01,
+            exchange(
+                request_id=f"r{i}", endpoint=None, started=now - age_days * 86400, duration=0.01, upstream_wait=0.01
             )
         )
     w.start()

@@ -12,11 +12,10 @@ from prometheus_client import CollectorRegistry
 
 from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import builtin_suite, load_suite_file, load_suites
-from proxy.exchange import Exchange
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, Settings, ShiftSettings
 from proxy.shift import ProductionShift
-from proxy.testing import run_server, wait_for
+from proxy.testing import exchange, run_server, wait_for
 from reference_upstream.app import create_sim_app
 from tests.conftest import Proxy
 from tests.upstreams import TestUpstream
@@ -68,20 +67,8 @@ def test_canaries_are_shaped_like_production() -> None:
     cost is bounded by closing the stream early) and key order, earlier turns replaced by generic ones."""
     shape = TrafficShape()
     shape(
-        Exchange(
-            request_id="r",
-            method="POST",
-            path="/v1/chat/completions",
-            endpoint="chat",
-            model="m",
-            model_label="m",
-            upstream="u",
-            traffic="production",
+        exchange(
             stream=True,
-            status=200,
-            started=0,
-            duration=0,
-            upstream_wait=0,
             request={
                 "model": "m",
                 "temperature": 0.3,

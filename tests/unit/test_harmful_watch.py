@@ -12,26 +12,13 @@ from proxy.exchange import Exchange
 from proxy.harmful import HarmfulWatch
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, HarmfulWatchSettings
+from proxy.testing import exchange
 
 
 def flagged(label: str, *, model: str = "m", traffic: str = "production", harmful: bool = True) -> Exchange:
-    return Exchange(
-        request_id="r",
-        method="POST",
-        path="/v1/chat/completions",
-        endpoint="chat",
-        model=model,
-        model_label=model,
-        upstream="u",
-        traffic=traffic,
-        stream=False,
-        status=200,
-        started=0.0,
-        duration=0.0,
-        upstream_wait=0.0,
-        harmful=harmful,
-        verdicts=[Verdict.of(label, 0.0, "t", "1")],  # type: ignore[arg-type]
-    )
+    return exchange(
+        model=model, model_label=model, traffic=traffic, harmful=harmful, verdicts=[Verdict.of(label, 0.0, "t", "1")]
+    )  # type: ignore[arg-type]
 
 
 def watch(**settings: object) -> tuple[HarmfulWatch, DriftMonitor, CollectorRegistry]:
