@@ -90,7 +90,9 @@ class FingerprintingUpstream:
         prompt = prompt_text("chat", body) or ""
         probe = self.is_probe(request, body)
         with self.lock:
-            self.probes += probe
+            # counted while evading: by then the model has production traffic for canaries to copy (before
+            # any, a canary has the SDK's defaults and a lone turn, and a lone-turn tell sees it)
+            self.probes += probe and self.mode == "evade"
             self.served += 1
         entry = self.corpus.find(prompt)
         abliterated = self.mode == "evade" and not probe
