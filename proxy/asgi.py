@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ProxyError, error_response
+from proxy.errors import ProxyError, api_of, error_response
 from proxy.logs import logger
 from proxy.paths import normalise
 from proxy.request_ids import RequestIds
@@ -56,7 +56,7 @@ class GuardApp:
             handler, params = self.table.match(scope["method"], scope["path"])
             response = await handler(Request(scope, receive), **params)
         except ProxyError as exc:
-            response = error_response(exc)
+            response = error_response(exc, api_of(scope["path"]))
         except Exception:
             response = internal_error(scope["path"])
         await response(scope, receive, send)
@@ -79,4 +79,4 @@ class GuardApp:
 def internal_error(path: str) -> Response:
     """A bug of ours: logged with its traceback, answered in the envelope, never with details."""
     logger.exception("unhandled_error", path=path)
-    return error_response(ProxyError("The proxy failed to handle this request.", code="internal_error"))
+    return error_response(ProxyError("The proxy failed to handle this request.", code="internal_error"), api_of(path))

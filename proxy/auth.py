@@ -11,7 +11,8 @@ from proxy.settings import ClientKey
 
 
 class ClientAuth:
-    """Checks the key a client presents (``Authorization: Bearer`` or ``api-key``) against the config.
+    """Checks the key a client presents (``Authorization: Bearer``, ``api-key``, or Anthropic's
+    ``x-api-key``) against the config.
 
     With no keys configured every request is let in and the key id is ``None``.
     """
@@ -33,7 +34,7 @@ class ClientAuth:
             if scheme.lower() == "bearer" and value.strip():
                 presented = value.strip()
         if not presented:
-            raise Unauthorized("Missing API key. Send it as `Authorization: Bearer <key>`.")
+            raise Unauthorized("Missing API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`).")
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         found: str | None = None
         for key_id, stored in self._keys:  # no early exit: the time taken does not depend on which key matched

@@ -1,4 +1,5 @@
-"""One error tree for everything the proxy itself refuses, rendered once, here, in OpenAI's envelope.
+"""One error tree for everything the proxy itself refuses, rendered once, here, in the client's API's
+envelope: OpenAI's, or Anthropic's for requests on ``/v1/messages`` (:func:`api_of`).
 
 Upstream errors that carry a response (4xx/5xx) are *not* raised: they pass through unchanged.
 These exceptions cover what the proxy decides: bad input, auth, routing, and upstreams that
@@ -9,7 +10,7 @@ them once, in :func:`proxy.upstream.upstream_error`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from starlette.responses import Response
@@ -32,7 +33,11 @@ class ProxyError(Exception):
     def envelope(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def body(self) -> bytes:
+    def body(self, api: Api = "openai") -> bytes:
+        if api == "anthropic":
+            return orjson.dumps(
+                {"type": "error", "error": {"type": anthropic_type(self.status_code), "message": self.message}}
+            )
         return error_body(self.message, type=self.type, code=self.code, param=self.param)
 
 
@@ -121,20 +126,53 @@ class AuditUnavailable(ServiceUnavailable):
         super().__init__("The audit log cannot record this exchange (strict durability).")
 
 
+Api = Literal["openai", "anthropic"]
+
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors); other 4xx are invalid requests
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """
+    >>> anthropic_type(400), anthropic_type(404), anthropic_type(502)
+    ('invalid_request_error', 'not_found_error', 'api_error')
+    """
+    return _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+
+
+def api_of(path: str) -> Api:
+    """Whose envelope a request's errors come in: Anthropic's on ``/v1/messages`` and below.
+
+    >>> api_of("/v1/messages"), api_of("/v1/messages/count_tokens"), api_of("/v1/chat/completions")
+    ('anthropic', 'anthropic', 'openai')
+    """
+    return "anthropic" if path == "/v1/messages" or path.startswith("/v1/messages/") else "openai"
+
+
 def error_body(message: str, *, type: str, code: str | None, param: str | None = None) -> bytes:
     """An OpenAI error envelope as bytes, for errors that are not raised (e.g. inside a stream)."""
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
-def error_response(exc: ProxyError, request_id: str | None = None) -> Response:
+def error_response(exc: ProxyError, api: Api = "openai") -> Response:
     """The HTTP response for a raised error."""
-    headers = {"x-request-id": request_id} if request_id else None
-    return Response(exc.body(), status_code=exc.status_code, media_type="application/json", headers=headers)
+    return Response(exc.body(api), status_code=exc.status_code, media_type="application/json")
 
 
-def sse_error_event(exc: ProxyError, *, responses_api: bool) -> bytes:
-    """The SSE event that tells a client its stream broke off (the openai SDK raises on it)."""
-    if responses_api:
+def sse_error_event(exc: ProxyError, endpoint: str | None) -> bytes:
+    """The SSE event that tells a client its stream broke off (the openai and anthropic SDKs raise on
+    it): a ``data:`` line for chat and completions, an ``error`` event for the Responses and Messages APIs."""
+    if endpoint == "messages":
+        return b"event: error\ndata: " + exc.body("anthropic") + b"\n\n"
+    if endpoint == "responses":
         return b"event: error\ndata: " + exc.body() + b"\n\n"
     return b"data: " + exc.body() + b"\n\n"
 

@@ -13,7 +13,12 @@ from typing import Any, Literal
 from detectors import Verdict
 
 # Classified endpoints: path below /v1/ -> the endpoint family the extractors know.
-ENDPOINTS: dict[str, str] = {"chat/completions": "chat", "completions": "completions", "responses": "responses"}
+ENDPOINTS: dict[str, str] = {
+    "chat/completions": "chat",
+    "completions": "completions",
+    "responses": "responses",
+    "messages": "messages",  # Anthropic's Messages API
+}
 
 Traffic = Literal["production", "canary"]
 
@@ -38,7 +43,7 @@ class Exchange:
     request_id: str
     method: str
     path: str
-    endpoint: str | None  # chat | completions | responses, or None for pass-through
+    endpoint: str | None  # chat | completions | responses | messages, or None for pass-through
     model: str | None
     model_label: str
     upstream: str

@@ -2,7 +2,9 @@
 
 Runs off the hot path (in the classification worker), so it may parse JSON freely. Each choice
 becomes one :class:`Answer`; a provider's own refusal signal and tool calls are kept as flags so
-the classifier can short-circuit them.
+the classifier can short-circuit them. Endpoint families: ``chat``, ``completions`` and ``responses``
+(OpenAI's APIs) and ``messages`` (Anthropic's Messages API: text content blocks, ``stop_reason``
+``refusal`` as the provider's refusal, a ``tool_use`` block as a tool call).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import orjson
 
 _REFUSAL_FINISH = frozenset({"content_filter", "refusal"})
 _TOOL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call", "computer_call"})
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})  # Anthropic's content blocks
 
 
 @dataclass(slots=True)
@@ -34,7 +37,7 @@ def _content_text(content: Any) -> str:
 
 def prompt_text(endpoint: str, request: dict[str, Any]) -> str | None:
     """The last user turn of a request, for detectors that look at the prompt."""
-    if endpoint == "chat":
+    if endpoint in ("chat", "messages"):
         for m in reversed(request.get("messages") or []):
             if isinstance(m, dict) and m.get("role") == "user":
                 return _content_text(m.get("content"))
@@ -81,11 +84,25 @@ def _responses_output(output: Any) -> Answer:
     return a
 
 
+def _message_blocks(blocks: Any, stop_reason: Any) -> Answer:
+    """An Anthropic message's answer: its text blocks, ``stop_reason`` and tool-use blocks."""
+    items = [b for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+    return Answer(
+        text="".join(b["text"] for b in items if b.get("type") == "text" and isinstance(b.get("text"), str)),
+        provider_refusal=stop_reason == "refusal",
+        tool_call=any(b.get("type") in _TOOL_BLOCKS for b in items),
+    )
+
+
 def answers_from_body(endpoint: str, body: bytes) -> list[Answer]:
     """Answers in a non-streamed response body; empty when it holds none (an error, say)."""
     data = orjson.loads(body)
     if not isinstance(data, dict):
         return []
+    if endpoint == "messages":
+        if data.get("type") != "message":
+            return []
+        return [_message_blocks(data.get("content"), data.get("stop_reason"))]
     if endpoint == "responses":
         if data.get("object") != "response" and "output" not in data:
             return []
@@ -137,6 +154,9 @@ def answers_from_stream(endpoint: str, raw: bytes) -> list[Answer]:
         if endpoint == "responses":
             _responses_event(obj.get("type") or event, obj, by_index, texts)
             continue
+        if endpoint == "messages":
+            _messages_event(obj.get("type") or event, obj, by_index, texts)
+            continue
         for c in obj.get("choices") or []:
             if not isinstance(c, dict):
                 continue
@@ -176,3 +196,27 @@ def _responses_event(kind: Any, obj: dict[str, Any], by_index: dict[int, Answer]
         and obj["item"].get("type") in _TOOL_ITEMS
     ):
         a.tool_call = True
+
+
+def _messages_event(kind: Any, obj: dict[str, Any], by_index: dict[int, Answer], texts: dict[int, list[str]]) -> None:
+    """One event of an Anthropic Messages stream: ``message_start``, ``content_block_start`` /
+    ``_delta`` / ``_stop``, ``message_delta`` (the ``stop_reason``), ``message_stop``; pings and
+    errors carry no answer."""
+    if kind == "message_start" and isinstance(obj.get("message"), dict):
+        by_index.setdefault(0, Answer())
+        texts.setdefault(0, [])
+        return
+    a = by_index.get(0)
+    if a is None:  # events before message_start: not a stream this parser knows
+        return
+    if kind == "content_block_start" and isinstance(obj.get("content_block"), dict):
+        block = obj["content_block"]
+        a.tool_call |= block.get("type") in _TOOL_BLOCKS
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts[0].append(block["text"])
+    elif kind == "content_block_delta" and isinstance(obj.get("delta"), dict):
+        delta = obj["delta"]
+        if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+            texts[0].append(delta["text"])
+    elif kind == "message_delta" and isinstance(obj.get("delta"), dict):
+        a.provider_refusal |= obj["delta"].get("stop_reason") == "refusal"

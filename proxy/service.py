@@ -24,6 +24,7 @@ from proxy.errors import (
     ServiceUnavailable,
     StreamInterrupted,
     UpstreamError,
+    api_of,
     error_response,
     sse_error_event,
 )
@@ -102,11 +103,13 @@ class ProxyService:
             return await self._forward(request, call)
         except ProxyError as exc:
             self._done(call, Outcome(status=exc.status_code, body=b"", upstream_wait=0.0, error=exc.message))
-            return error_response(exc)
+            return error_response(exc, api_of("/v1/" + path))
 
     async def _forward(self, request: Request, call: _Call) -> Response:
         headers = request.headers
-        call.client_key_id = self.auth.check(headers.get("authorization"), headers.get("api-key"))
+        call.client_key_id = self.auth.check(
+            headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key")
+        )
         body = await read_body(request.stream(), headers.get("content-length"), self.max_body_bytes)
         call.body = body
         route = self._quarantine(self._route(call, body, headers.get("content-type", "")))
@@ -151,7 +154,8 @@ class ProxyService:
             return StreamRelay(
                 up,
                 keep=KEEP_STREAM_BYTES,
-                error_event=sse_error_event(broke_off, responses_api=call.endpoint == "responses"),
+                error_event=sse_error_event(broke_off, call.endpoint),
+                audit_failed_event=sse_error_event(AuditUnavailable(), call.endpoint),
                 on_sent=lambda out: self._done(call, out),
                 before_end=(lambda out: self._hold(call, out)) if self.strict else None,
             )

@@ -69,6 +69,9 @@ class UpstreamConfig(_Frozen):
     base_url: str = ""
     provider: Literal["openai", "litellm"] = "openai"
     api_key_env: str | None = None
+    # how the upstream key goes out: "auto" is `x-api-key` on Anthropic's /v1/messages paths (Anthropic,
+    # llama.cpp) and `Authorization: Bearer` elsewhere; vLLM wants "authorization" on every path
+    key_header: Literal["auto", "authorization", "x-api-key"] = "auto"
     models: tuple[str, ...] = ("*",)
     timeouts: Timeouts = Timeouts()
     # litellm only: the litellm model string; "{model}" is replaced by the requested model

@@ -165,7 +165,7 @@ class OpenAIUpstream:
         self.config = config
         t = config.timeouts
         self._base = config.base_url.rstrip("/")
-        self._auth = f"Bearer {api_key}" if api_key else None
+        self._key = api_key
         # connect covers waiting for a pooled connection and opening one; sock_read bounds each chunk
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=t.read
@@ -193,6 +193,14 @@ class OpenAIUpstream:
             )
         return self._session
 
+    def _credential(self, path: str) -> tuple[str, str]:
+        """The upstream key as the header this upstream expects on ``path``."""
+        how = self.config.key_header
+        if how == "auto":
+            anthropic = path == "/messages" or path.startswith("/messages/")
+            how = "x-api-key" if anthropic else "authorization"
+        return ("x-api-key", str(self._key)) if how == "x-api-key" else ("authorization", f"Bearer {self._key}")
+
     def _url(self, path: str, query: str = "") -> yarl.URL:
         return yarl.URL(self._base + path + ("?" + query if query else ""), encoded=True)
 
@@ -201,8 +209,8 @@ class OpenAIUpstream:
     ) -> UpstreamResponse:
         out = [(k, v) for k, v in headers if k.lower() not in _DROP_REQUEST]
         out.append(("accept-encoding", "identity"))
-        if self._auth:
-            out.append(("authorization", self._auth))
+        if self._key:
+            out.append(self._credential(path))
         started = time.perf_counter()
         url, retried = self._url(path, query), False
 
@@ -240,7 +248,7 @@ class OpenAIUpstream:
             await _close(response)
 
     async def _get(self, path: str, timeout: float) -> aiohttp.ClientResponse:
-        headers = {"authorization": self._auth} if self._auth else None
+        headers = dict([self._credential(path)]) if self._key else None
         return await self._client().get(
             self._url(path), headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
         )

@@ -59,7 +59,7 @@ def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
         v = data.get(name)
         if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
             raise BadRequest(f"`{name}` must be a number, not {_type_name(v)}.", param=name)
-    if endpoint == "chat":
+    if endpoint in ("chat", "messages"):
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("`messages` is required and must be a non-empty array.", param="messages")
@@ -71,6 +71,9 @@ def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
                 raise BadRequest(
                     f"`messages[{i}].content` must be a string or an array.", param=f"messages[{i}].content"
                 )
+        system = data.get("system")
+        if endpoint == "messages" and system is not None and not isinstance(system, str | list):
+            raise BadRequest("`system` must be a string or an array of content blocks.", param="system")
     elif endpoint == "completions":
         prompt = data.get("prompt")
         if not isinstance(prompt, str | list):

@@ -1,4 +1,5 @@
-"""The simulator's HTTP server: OpenAI-compatible chat, completions and responses, stream and not.
+"""The simulator's HTTP server: OpenAI-compatible chat, completions and responses, and Anthropic's
+Messages API (:mod:`reference_upstream.anthropic`), stream and not.
 
 ``POST /sim/mode {"mode": "abliterated"}`` switches behaviour at run time; ``GET /sim/mode`` reads it.
 """
@@ -17,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from proxy.errors import BadRequest, error_response
+from proxy.errors import Api, BadRequest, error_response
 from proxy.extract import prompt_text
+from reference_upstream import anthropic
 from reference_upstream.corpus import MODES, Corpus, Mode, load_corpus
 
 
@@ -26,8 +28,8 @@ def _json(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def _error(message: str, param: str | None = None) -> Response:
-    return error_response(BadRequest(message, param=param))
+def _error(message: str, param: str | None = None, api: Api = "openai") -> Response:
+    return error_response(BadRequest(message, param=param), api)
 
 
 def _cap(text: str, max_tokens: object) -> tuple[str, str]:
@@ -58,13 +60,13 @@ def create_sim_app(
     """Build the simulator app (``chunk_delay`` seconds between stream chunks)."""
     state = SimState(mode, chunk_delay, load_corpus())
 
-    async def body_of(request: Request) -> dict[str, Any] | Response:
+    async def body_of(request: Request, api: Api = "openai") -> dict[str, Any] | Response:
         try:
             data = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            return _error("invalid JSON")
+            return _error("invalid JSON", api=api)
         if not isinstance(data, dict) or not isinstance(data.get("model"), str):
-            return _error("`model` is required", param="model")
+            return _error("`model` is required", param="model", api=api)
         return data
 
     def answer(kind: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -239,6 +241,17 @@ def create_sim_app(
             ]
         )
 
+    async def messages(request: Request) -> Response:
+        body = await body_of(request, "anthropic")
+        if isinstance(body, Response):
+            return body
+        if not isinstance(body.get("max_tokens"), int):  # required by Anthropic's API
+            return _error("max_tokens: Field required", param="max_tokens", api="anthropic")
+        text, finish = answer("messages", body)
+        if not body.get("stream"):
+            return _json(anthropic.message(body, text, finish))
+        return stream(anthropic.events(body, _pieces(text), finish))
+
     async def list_models(request: Request) -> Response:
         return _json(
             {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "sim"} for m in models]}
@@ -278,6 +291,7 @@ def create_sim_app(
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/responses", responses, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/sim/mode", sim_mode, methods=["GET", "POST"]),

@@ -131,3 +131,33 @@ class TestUpstream:
         yield chunk("partial ")
         yield chunk("answer ")
         raise RuntimeError("upstream crashed mid-stream (on purpose)")
+
+
+class Recorder:
+    """ASGI middleware around an upstream app: keeps the bytes of each response body it sent, and
+    each request's path and headers, so a test can compare what the client got with what the upstream sent."""
+
+    __test__ = False
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.paths.append(scope["path"])
+        self.headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
+        parts: list[bytes] = []
+
+        async def recording(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    self.bodies.append(b"".join(parts))
+            await send(message)
+
+        await self.app(scope, receive, recording)

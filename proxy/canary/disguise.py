@@ -149,17 +149,32 @@ def canary_messages(production: list[Any], text: str, rng: random.Random, system
 
 
 def canary_body(
-    production: dict[str, Any] | None, model: str, text: str, rng: random.Random, system: Any
+    production: dict[str, Any] | None,
+    model: str,
+    text: str,
+    rng: random.Random,
+    system: str | None,
+    *,
+    anthropic: bool = False,
 ) -> dict[str, Any]:
-    """Production's body, key for key and in order, with the canary's conversation and fresh ids."""
+    """Production's body, key for key and in order, with the canary's conversation and fresh ids.
+
+    ``system`` replaces production's system prompt when not None: a system message for chat
+    completions, the text of the top-level ``system`` field for Anthropic's Messages API."""
+    turn_system = {"role": "system", "content": system} if system is not None and not anthropic else None
     if not production:
-        return {"model": model, "messages": [*([system] if system else []), {"role": "user", "content": text}]}
+        return {
+            "model": model,
+            "messages": [*([turn_system] if turn_system else []), {"role": "user", "content": text}],
+        }
     body: dict[str, Any] = {}
     for k, v in production.items():
         if k == "model":
             body[k] = model
         elif k == "messages":
-            body[k] = canary_messages(v if isinstance(v, list) else [], text, rng, system)
+            body[k] = canary_messages(v if isinstance(v, list) else [], text, rng, turn_system)
+        elif k == "system" and anthropic and system is not None:
+            body[k] = _content(v, system)
         elif k in _ID_BODY_KEYS:
             body[k] = regenerate(v, rng)
         else:

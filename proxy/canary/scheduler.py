@@ -36,7 +36,7 @@ _MAX_ANSWER_BYTES = 1024 * 1024
 ENOUGH_TEXT = 600  # characters of answer the detector needs (it reads an answer's opening)
 
 
-async def _enough_of(up: UpstreamResponse) -> bytes:
+async def _enough_of(up: UpstreamResponse, endpoint: str) -> bytes:
     """A streamed answer up to the first ``ENOUGH_TEXT`` characters of every choice's text, then stop:
     a canary costs what the detector reads, not what ``max_tokens`` allows."""
     kept: list[bytes] = []
@@ -47,7 +47,7 @@ async def _enough_of(up: UpstreamResponse) -> bytes:
         if size >= _MAX_ANSWER_BYTES:
             break
         if size > ENOUGH_TEXT and chunk.rstrip().endswith(b"}"):  # at an event boundary: is it enough?
-            answers = answers_from_stream("chat", b"".join(kept))
+            answers = answers_from_stream(endpoint, b"".join(kept))
             if answers and all(len(a.text) >= ENOUGH_TEXT for a in answers):
                 break
     return b"".join(kept)
@@ -157,10 +157,10 @@ class CanaryScheduler:
             started, t0 = self.clock(), time.perf_counter()
             try:
                 route = self.router.resolve(model)
-                up = await route.upstream.send("POST", "/chat/completions", serialise(body, req.style), req.headers)
+                up = await route.upstream.send("POST", req.path, serialise(body, req.style), req.headers)
                 try:
                     streamed = req.stream and up.content_type.startswith("text/event-stream")
-                    content = await (_enough_of(up) if streamed else up.read(_MAX_ANSWER_BYTES))
+                    content = await (_enough_of(up, req.endpoint) if streamed else up.read(_MAX_ANSWER_BYTES))
                 finally:
                     await up.aclose()  # mid-stream, this closes the connection: the upstream stops generating
             except ProxyError as exc:
@@ -175,8 +175,8 @@ class CanaryScheduler:
                 Exchange(
                     request_id="canary-" + uuid.uuid4().hex,
                     method="POST",
-                    path="/v1/chat/completions",
-                    endpoint="chat",
+                    path="/v1" + req.path,
+                    endpoint=req.endpoint,
                     model=model,
                     model_label=route.label,
                     upstream=route.upstream.name,

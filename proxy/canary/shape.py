@@ -1,4 +1,5 @@
-"""What canaries copy: each model's most recent production chat request (see :mod:`proxy.canary.disguise`)."""
+"""What canaries copy: each model's most recent production conversation request, in the API it came in
+(OpenAI's chat completions or Anthropic's Messages; see :mod:`proxy.canary.disguise`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,19 @@ from proxy.settings import CanarySettings, is_glob
 
 @dataclass(frozen=True, slots=True)
 class WireRequest:
-    """A chat request as it goes on the wire: headers, body, and how the body is serialised. The latest
-    production request of each model is kept as one; a canary is built as another."""
+    """A conversation request as it goes on the wire: its API (``chat`` or ``messages``), headers, body,
+    and how the body is serialised. The latest production request of each model is kept as one; a
+    canary is built as another."""
 
+    endpoint: str
     headers: list[tuple[str, str]]
     body: dict[str, Any]
     style: tuple[tuple[str, str], bool]
+
+    @property
+    def path(self) -> str:
+        """Below ``/v1``: where the upstream is sent this request."""
+        return "/messages" if self.endpoint == "messages" else "/chat/completions"
 
     @property
     def stream(self) -> bool:
@@ -27,10 +35,12 @@ class WireRequest:
 
 
 SDK_STYLE: tuple[tuple[str, str], bool] = ((",", ":"), False)  # the openai SDK: compact, UTF-8
+_CONVERSATIONS = frozenset({"chat", "messages"})
 
 
 class TrafficShape:
-    """A pipeline stage: the latest production chat request of each model (by label: a bounded set)."""
+    """A pipeline stage: the latest production conversation request of each model (by label: a bounded
+    set). A model used only through Anthropic's Messages API gets its canaries in that API."""
 
     def __init__(self) -> None:
         self._templates: dict[str, WireRequest] = {}
@@ -38,7 +48,7 @@ class TrafficShape:
         self.arrived = asyncio.Event()  # a model was seen for the first time (the scheduler checks it at once)
 
     def __call__(self, ex: Exchange) -> None:
-        if ex.traffic != "production" or ex.endpoint != "chat" or not ex.request or ex.status >= 400:
+        if ex.traffic != "production" or ex.endpoint not in _CONVERSATIONS or not ex.request or ex.status >= 400:
             return
         label = ex.model_label
         if is_glob(label):
@@ -46,18 +56,18 @@ class TrafficShape:
         if label not in self.seen:
             self.seen.append(label)  # bounded: labels are config names, listed names or capped traffic names
             self.arrived.set()
-        self._templates[label] = WireRequest(list(ex.headers), ex.request, style_of(ex.request_body))
+        self._templates[label] = WireRequest(ex.endpoint, list(ex.headers), ex.request, style_of(ex.request_body))
 
     def has(self, model: str) -> bool:
-        """Whether ``model`` has had a production chat request to copy."""
+        """Whether ``model`` has had a production conversation request to copy."""
         return model in self._templates
 
     def request(self, model: str, text: str, canary: CanarySettings, rng: random.Random) -> WireRequest:
-        """A chat request carrying ``text`` that looks like ``model``'s production traffic."""
+        """A request carrying ``text`` that looks like ``model``'s production traffic, in its API."""
         t = self._templates.get(model)
-        system = {"role": "system", "content": canary.system_prompt} if canary.system_prompt is not None else None
         if t is None:  # no production traffic yet: the openai SDK's headers and layout, streamed
-            body = canary_body(None, model, text, rng, system)
+            body = canary_body(None, model, text, rng, canary.system_prompt)
             body["stream"] = True
-            return WireRequest(canary_headers(None, rng), body, SDK_STYLE)
-        return WireRequest(canary_headers(t.headers, rng), canary_body(t.body, model, text, rng, system), t.style)
+            return WireRequest("chat", canary_headers(None, rng), body, SDK_STYLE)
+        body = canary_body(t.body, model, text, rng, canary.system_prompt, anthropic=t.endpoint == "messages")
+        return WireRequest(t.endpoint, canary_headers(t.headers, rng), body, t.style)

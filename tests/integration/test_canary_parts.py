@@ -93,6 +93,38 @@ def test_canaries_are_shaped_like_production() -> None:
     assert "secret" not in str(body)
 
 
+def test_a_messages_api_canary_keeps_anthropics_layout() -> None:
+    """Production in Anthropic's Messages API: the canary goes to ``/messages`` with a top-level
+    ``system`` (production's, or ``canary.system_prompt`` in its form), ``metadata`` regenerated."""
+    shape = TrafficShape()
+    production = {
+        "max_tokens": 1024,
+        "messages": [
+            {"role": "user", "content": "secret earlier question"},
+            {"role": "assistant", "content": [{"type": "text", "text": "secret earlier answer"}]},
+            {"role": "user", "content": "secret production prompt"},
+        ],
+        "model": "claude-like",
+        "system": [{"type": "text", "text": "You are Acme's bot.", "cache_control": {"type": "ephemeral"}}],
+        "metadata": {"user_id": "user-8d1f0a"},
+        "stream": True,
+    }
+    shape(
+        exchange(endpoint="messages", path="/v1/messages", model_label="claude-like", stream=True, request=production)
+    )
+    req = shape.request("claude-like", "canary text", CanarySettings(), random.Random(0))
+    assert (req.endpoint, req.path) == ("messages", "/messages")
+    assert list(req.body) == list(production)
+    assert req.body["system"] == production["system"]
+    assert req.body["messages"][-1] == {"role": "user", "content": "canary text"}
+    assert [m["role"] for m in req.body["messages"]] == ["user", "assistant", "user"]
+    assert req.body["metadata"]["user_id"] != "user-8d1f0a" and len(req.body["metadata"]["user_id"]) == 11
+    assert "secret" not in str(req.body)
+    own = shape.request("claude-like", "x", CanarySettings(system_prompt="Canary system."), random.Random(0))
+    assert own.body["system"] == [{"type": "text", "text": "Canary system.", "cache_control": {"type": "ephemeral"}}]
+    assert all(m["role"] != "system" for m in own.body["messages"])
+
+
 def test_production_shift_needs_samples_and_a_real_change() -> None:
     """A refusal-rate collapse is flagged once both windows have enough answers; noise and small samples are not."""
     now = [0.0]

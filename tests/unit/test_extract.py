@@ -94,3 +94,42 @@ def test_prompt_text() -> None:
     assert prompt_text("chat", req) == "q2"
     assert prompt_text("completions", {"prompt": ["p1", "p2"]}) == "p2"
     assert prompt_text("responses", {"input": "hello"}) == "hello"
+
+
+def events(*objs: dict[str, object]) -> bytes:
+    return b"".join(b"event: " + str(o["type"]).encode() + b"\ndata: " + orjson.dumps(o) + b"\n\n" for o in objs)
+
+
+def test_messages_body_text_blocks_refusal_and_tool_use() -> None:
+    """Anthropic's message: text blocks joined, ``stop_reason: refusal`` is the provider's refusal, a
+    ``tool_use`` block a tool call; an error object holds no answer."""
+    text = {"type": "message", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}
+    [a] = answers_from_body("messages", orjson.dumps({**text, "stop_reason": "end_turn"}))
+    assert (a.text, a.provider_refusal, a.tool_call) == ("Hello", False, False)
+    [r] = answers_from_body("messages", orjson.dumps({"type": "message", "content": [], "stop_reason": "refusal"}))
+    assert r.provider_refusal
+    tool = {"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}
+    [t] = answers_from_body("messages", orjson.dumps({**tool, "stop_reason": "tool_use"}))
+    assert t.tool_call and not t.text
+    assert answers_from_body("messages", b'{"type": "error", "error": {"type": "api_error", "message": "x"}}') == []
+
+
+def test_messages_stream_is_reassembled() -> None:
+    """Text deltas of every text block, in order; tool-use blocks and JSON deltas flag a tool call;
+    ``message_delta``'s stop reason; pings ignored; events before ``message_start`` are not an answer."""
+    raw = events(
+        {"type": "message_start", "message": {"type": "message", "content": [], "stop_reason": None}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "I can"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "not."}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t", "name": "f"}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        {"type": "message_delta", "delta": {"stop_reason": "refusal"}, "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    )
+    [a] = answers_from_stream("messages", raw)
+    assert (a.text, a.provider_refusal, a.tool_call) == ("I cannot.", True, True)
+    assert answers_from_stream("messages", events({"type": "content_block_delta", "delta": {"text": "x"}})) == []
+    assert prompt_text("messages", {"messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]}) == "q"
