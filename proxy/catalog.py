@@ -100,15 +100,6 @@ class ModelCatalog:
                 continue
             listed = [item for item in await u.list_models() if u.config.serves(str(item["id"]))]
             self.learn(u.name, (str(item["id"]) for item in listed))
-            for item in listed:
-                mid = str(item["id"])
-                seen.setdefault(
-                    mid,
-                    {
-                        "id": mid,
-                        "object": "model",
-                        "created": item.get("created", 0),
-                        "owned_by": item.get("owned_by", u.name),
-                    },
-                )
+            for item in listed:  # as the upstream lists it, its own fields kept (llama.cpp's meta, ...)
+                seen.setdefault(str(item["id"]), {"object": "model", "created": 0, "owned_by": u.name, **item})
         return list(seen.values())

@@ -19,7 +19,8 @@ from proxy.settings import is_glob
 
 class LearnModelNames:
     """Names that carry production traffic under a glob become labels and canary targets (bounded:
-    :class:`proxy.catalog.ModelCatalog`)."""
+    :class:`proxy.catalog.ModelCatalog`). The exchange that admits a name is already counted, shaped
+    and audited under it (the stages after this one see the new label)."""
 
     def __init__(self, catalog: ModelCatalog, metrics: Metrics) -> None:
         self.catalog = catalog
@@ -28,7 +29,10 @@ class LearnModelNames:
     def __call__(self, ex: Exchange) -> None:
         if ex.traffic != "production" or ex.status >= 400 or not ex.model or not is_glob(ex.model_label):
             return
-        if self.catalog.observe(ex.upstream, ex.model) is False:
+        admitted = self.catalog.observe(ex.upstream, ex.model)
+        if admitted:
+            ex.model_label = ex.model
+        elif admitted is False:
             self.metrics.model_names_refused.labels(ex.upstream).inc()
 
 

@@ -31,7 +31,8 @@ class Proxy:
 
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("api_key", "unused")
-        return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, timeout=20, **kw)
+        kw.setdefault("timeout", 20)
+        return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, **kw)
 
     def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> bool:
         """Wait on this proxy's pipeline and audit progress until ``predicate()`` holds."""
@@ -46,6 +47,15 @@ def sim() -> Iterator[ServerThread]:
     """The reference upstream, shared by the session; tests that switch its mode switch it back."""
     with run_server(create_sim_app("safe", models=("sim-model",))) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def llamacpp() -> Iterator[str]:
+    """llama.cpp's own server with a real model (tests/llamacpp.py), shared by the session: its base URL."""
+    from tests.llamacpp import start
+
+    with start() as url:
+        yield url
 
 
 @pytest.fixture

@@ -216,13 +216,16 @@ def test_glob_upstreams_get_canaries_only_for_models_in_use(start_proxy: Any) ->
         assert p.app.state.scheduler.targets() == ["echo"]
 
 
-def test_a_name_that_carries_traffic_gets_its_series_and_canaries(start_proxy: Any) -> None:
+@pytest.mark.parametrize(
+    ("listed", "name"), [("/models/gemma-3-270m-it-Q4_K_M.gguf", "gemma-3"), ("llama3.2:latest", "llama3.2")]
+)
+def test_a_name_that_carries_traffic_gets_its_series_and_canaries(start_proxy: Any, listed: str, name: str) -> None:
     """In front of a server that lists its model as a file path and answers to any name (llama.cpp;
     Ollama's ``llama3.2`` for ``llama3.2:latest`` alike): after three answered requests the client's
     name is a label and a canary target; a made-up name sent once is neither; past the cap, names stay
     under the pattern and are counted."""
     up = TestUpstream()
-    up.listed = ["/models/gemma-3-270m-it-Q4_K_M.gguf"]
+    up.listed = [listed]
     with run_server(up.app) as server:
         p: Proxy = start_proxy(
             {
@@ -237,12 +240,14 @@ def test_a_name_that_carries_traffic_gets_its_series_and_canaries(start_proxy: A
             for _ in range(times):
                 assert httpx.post(p.url + "/v1/chat/completions", json={"model": model, "messages": msgs}).is_success
 
-        send("gemma-3", 4)
+        send(name, 4)
         send("made-up-once", 1)
-        assert p.wait_for(lambda: p.app.state.scheduler.targets() == ["gemma-3"]), p.app.state.scheduler.targets()
-        assert p.wait_for(lambda: any(b'"model":"gemma-3"' in s["body"] and b"hello" not in s["body"] for s in up.seen))
+        assert p.wait_for(lambda: p.app.state.scheduler.targets() == [name]), p.app.state.scheduler.targets()
+        assert p.wait_for(
+            lambda: any(f'"model":"{name}"'.encode() in s["body"] and b"hello" not in s["body"] for s in up.seen)
+        )
         total = "refusal_guard_requests_total"
-        assert p.metric(total, model="gemma-3", upstream="llama", code="200") == 1  # the fourth; three counted as "*"
+        assert p.metric(total, model=name, upstream="llama", code="200") == 1  # the fourth; three counted as "*"
         assert p.metric(total, model="*", upstream="llama", code="200") == 4
         assert p.metric(total, model="made-up-once", upstream="llama", code="200") == 0
         send("second", 4)
