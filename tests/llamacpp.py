@@ -35,27 +35,31 @@ def start(threads: int = 2) -> Iterator[str]:
     """llama.cpp's server in a subprocess; yields its base URL (without ``/v1``)."""
     port = free_port()
     cmd = [sys.executable, "-m", "tests.llamacpp", "--port", str(port), "--model", str(model_path())]
-    log = tempfile.TemporaryFile()  # the server logs every request: a pipe no one reads would fill and block it
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([*cmd, "--threads", str(threads)], cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    # the server logs every request: a pipe no one reads would fill and block it, so a file
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([*cmd, "--threads", str(threads)], cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_http(url + "/health", timeout=120)  # 503 while the model loads
+            except RuntimeError:
+                proc.kill()
+                proc.wait()
+                log.seek(0)
+                raise RuntimeError("llama.cpp server did not start: " + log.read()[-2000:].decode()) from None
+            yield url
+        finally:
+            _end(proc)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        try:
-            wait_http(url + "/health", timeout=120)  # 503 while the model loads
-        except RuntimeError:
-            proc.kill()
-            proc.wait()
-            log.seek(0)
-            raise RuntimeError("llama.cpp server did not start: " + log.read()[-2000:].decode()) from None
-        yield url
-    finally:
-        log.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
