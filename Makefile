@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy soak
+.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy bench-llamacpp soak
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-proxy: install
 # 30 minutes of steady mixed load on one worker (not part of `make bench`)
 soak: install
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+# the proxy's cost in front of llama.cpp's own server with a real model (not part of `make bench`)
+bench-llamacpp: install
+	$(BIN)/python bench/llamacpp.py $(BENCH_ARGS)
 
 bench-audit: install
 	$(BIN)/python bench/audit.py
