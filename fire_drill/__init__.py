@@ -21,6 +21,7 @@ import httpx
 
 from fire_drill.prometheus import PrometheusProcess
 from proxy.app import create_app
+from proxy.edge import uvicorn_options
 from proxy.settings import Settings
 from proxy.testing import ServerThread, wait_until
 from reference_upstream.app import create_sim_app
@@ -52,7 +53,7 @@ def run_drill(
             "audit": {"enabled": False},
         }
     )
-    proxy = ServerThread(create_app(settings)).start()
+    proxy = ServerThread(create_app(settings), **uvicorn_options(settings.edge)).start()
     prom = PrometheusProcess(
         [f"127.0.0.1:{proxy.port}"],
         rules=rules,

@@ -109,6 +109,7 @@ def create_app(
         metrics,
         max_body_bytes=settings.max_body_bytes,
         max_response_bytes=settings.max_response_bytes,
+        edge=settings.edge,
         drift=drift,
         canary=canary,
         strict=audit is not None and settings.audit.durability == "strict",

@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.logs import configure_logging
-    from proxy.server import SERVER
+    from proxy.server import options
     from proxy.settings import load_settings
 
     try:
@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         return serve(settings, settings.workers)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, **SERVER)
+    uvicorn.run(app, host=settings.host, port=settings.port, **options(settings.edge))
     return 0
 
 
@@ -58,7 +58,7 @@ def _runner(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.logs import configure_logging
-    from proxy.server import SERVER
+    from proxy.server import options
     from proxy.settings import load_settings
 
     try:
@@ -68,7 +68,7 @@ def _runner(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     app = create_app(settings, role="canary-runner")
-    uvicorn.run(app, host=args.host, port=args.port, **SERVER)
+    uvicorn.run(app, host=args.host, port=args.port, **options(settings.edge))
     return 0
 
 

@@ -22,6 +22,7 @@ class ProxyError(Exception):
     status_code = 500
     type = "server_error"
     code: str | None = None
+    close = False  # answer with `connection: close` (the rest of the request will not be read)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -69,6 +70,29 @@ class MethodNotAllowed(ProxyError):
     status_code = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(ProxyError):
+    """The client was too slow with its headers or its body (``edge.*_timeout``, ``edge.body_min_rate``)."""
+
+    status_code = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    close = True
+
+
+class HeadersTooLarge(ProxyError):
+    status_code = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
+
+
+class ClientGone(ProxyError):
+    """The client closed its connection before its request was read: counted as 499, never answered."""
+
+    status_code = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class PayloadTooLarge(ProxyError):
@@ -164,7 +188,8 @@ def error_body(message: str, *, type: str, code: str | None, param: str | None =
 
 def error_response(exc: ProxyError, api: Api = "openai") -> Response:
     """The HTTP response for a raised error."""
-    return Response(exc.body(api), status_code=exc.status_code, media_type="application/json")
+    headers = {"connection": "close"} if exc.close else None
+    return Response(exc.body(api), status_code=exc.status_code, media_type="application/json", headers=headers)
 
 
 def sse_error_event(exc: ProxyError, endpoint: str | None) -> bytes:

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from proxy.settings import EdgeSettings
+
 # proxy_headers off: the proxy never uses the client's address, and parsing X-Forwarded-For on
 # every request is a layer the hot path does not need.
 SERVER: dict[str, Any] = {
@@ -17,6 +19,18 @@ SERVER: dict[str, Any] = {
     "proxy_headers": False,
     "timeout_graceful_shutdown": 30,
 }
+
+
+def options(edge: EdgeSettings, *, workers: bool = False) -> dict[str, Any]:
+    """uvicorn's options for a server of the proxy's: :data:`SERVER` and the edge's limits
+    (:mod:`proxy.edge`). Worker processes import the protocol by name; each sets its limits
+    (:func:`proxy.workers.worker_app`)."""
+    from proxy.edge import uvicorn_options
+
+    edge_options = uvicorn_options(edge)
+    if workers:
+        edge_options["http"] = "proxy.edge:EdgeProtocol"
+    return {**SERVER, **edge_options}
 
 
 def free_port() -> int:

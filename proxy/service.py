@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.audit.record import safe_headers
+from proxy.audit.record import audit_headers
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
 from proxy.errors import (
     AuditUnavailable,
+    BadRequest,
     ProxyError,
     ServiceUnavailable,
     StreamInterrupted,
@@ -35,7 +36,7 @@ from proxy.paths import encode
 from proxy.pipeline import Pipeline
 from proxy.relay import BodyRelay, DisconnectWatch, StreamRelay
 from proxy.routing import Route, Router
-from proxy.settings import CanarySettings
+from proxy.settings import CanarySettings, EdgeSettings
 from proxy.upstream import Upstream, UpstreamResponse
 from proxy.wire import check_request, parse_json_object, read_body
 
@@ -63,6 +64,24 @@ class _Call:
     held: bool = False  # strict durability: the pipeline ran before the response ended
 
 
+def forwardable(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Request headers as the upstream client takes them, so that they leave byte for byte: aiohttp
+    writes header values as UTF-8, so a value is decoded as UTF-8; one that is not UTF-8 (raw
+    ISO-8859-1 octets) cannot be relayed unchanged and is refused rather than re-encoded.
+
+    >>> forwardable([(b"X-Note", "café".encode())])
+    [('x-note', 'café')]
+    """
+    out = []
+    for k, v in raw:
+        try:
+            out.append((k.decode("latin-1").lower(), v.decode("utf-8")))
+        except UnicodeDecodeError:
+            name = k.decode("latin-1")[:64]
+            raise BadRequest(f"The value of header {name!r} is not UTF-8; it cannot be relayed unchanged.") from None
+    return out
+
+
 class ProxyService:
     def __init__(
         self,
@@ -73,6 +92,7 @@ class ProxyService:
         *,
         max_body_bytes: int,
         max_response_bytes: int,
+        edge: EdgeSettings | None = None,
         drift: DriftMonitor | None = None,
         canary: CanarySettings | None = None,
         strict: bool = False,
@@ -88,6 +108,7 @@ class ProxyService:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
+        self.edge = edge or EdgeSettings()
 
     async def forward(self, request: Request, path: str) -> Response:
         """Relay ``request`` (``path`` is relative to ``/v1/``) and return the response to send."""
@@ -110,13 +131,20 @@ class ProxyService:
         call.client_key_id = self.auth.check(
             headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key")
         )
-        body = await read_body(request.stream(), headers.get("content-length"), self.max_body_bytes)
+        edge = self.edge
+        body = await read_body(
+            request.stream(),
+            headers.get("content-length"),
+            self.max_body_bytes,
+            timeout=edge.body_timeout,
+            min_rate=edge.body_min_rate,
+        )
         call.body = body
+        fwd_headers = forwardable(request.headers.raw)
+        call.headers = audit_headers(fwd_headers, edge.max_audit_header_chars)
         route = self._quarantine(self._route(call, body, headers.get("content-type", "")))
         upstream = route.upstream
         call.label, call.upstream = route.label, upstream.name
-        fwd_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        call.headers = list(safe_headers([(k.lower(), v) for k, v in fwd_headers]).items())
         up: UpstreamResponse | None = None
         content, waited = b"", 0.0
         async with DisconnectWatch(request.receive) as watch:  # one watcher for headers and body

@@ -227,6 +227,18 @@ class ShiftSettings(_Frozen):
     min_relative: float = 0.5
 
 
+class EdgeSettings(_Frozen):
+    """Limits at the proxy's edge, as strict as nginx's or Apache's defaults (:mod:`proxy.edge`)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)  # request line and headers; past it 431
+    max_headers: int = Field(default=100, ge=8)  # header fields; past it 431
+    header_timeout: float = Field(default=20.0, gt=0)  # from connection or first byte to the end of headers: 408
+    body_timeout: float = Field(default=20.0, gt=0)  # no body byte for this long: 408
+    body_min_rate: float = Field(default=500.0, ge=0)  # bytes/s: after body_timeout, each 500 bytes buy 1 s more
+    keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle kept-alive client connection is closed
+    max_audit_header_chars: int = Field(default=8 * 1024, ge=256)  # of headers kept in an audit record
+
+
 # The /v1/* endpoints relayed unclassified (globs below /v1/): what OpenAI-compatible clients need.
 # Upstream-admin paths (vLLM's load_lora_adapter / unload_lora_adapter, sleep, wake_up,
 # reset_prefix_cache, collective_rpc, profiling; llama.cpp's slots and lora-adapters) are not in it,
@@ -276,6 +288,7 @@ class Settings(_Frozen):
     canary: CanarySettings = CanarySettings()
     audit: AuditSettings = AuditSettings()
     shift: ShiftSettings = ShiftSettings()
+    edge: EdgeSettings = EdgeSettings()
     # prometheus-client multiprocess mode (several workers): where every process writes its samples
     metrics_dir: str | None = None
     admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")

@@ -6,11 +6,14 @@ is orjson's, once, on the hot path.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 
-from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.errors import BadRequest, ClientGone, PayloadTooLarge, RequestTimeout
 
 INT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "seed", "top_logprobs", "best_of")
 NUM_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
@@ -85,8 +88,20 @@ def check_request(endpoint: str, data: dict[str, Any]) -> tuple[str, bool]:
     return model, bool(data.get("stream"))
 
 
-async def read_body(receive_stream: Any, declared: str | None, limit: int) -> bytes:
-    """Read a request body of at most ``limit`` bytes; a larger one is a 413 before or while reading."""
+async def read_body(
+    receive_stream: AsyncIterator[bytes],
+    declared: str | None,
+    limit: int,
+    *,
+    timeout: float = 20.0,
+    min_rate: float = 500.0,
+) -> bytes:
+    """Read a request body of at most ``limit`` bytes; a larger one is a 413 before or while reading.
+
+    Paced as Apache's ``mod_reqtimeout`` (``body=20,MinRate=500``): no byte for ``timeout`` seconds,
+    or a body slower than ``timeout`` seconds plus one second per ``min_rate`` bytes, is a 408. A
+    client that closes before its body is in is :class:`ClientGone` (counted as 499, not answered).
+    """
     if declared is not None:
         try:
             size = int(declared)
@@ -94,10 +109,24 @@ async def read_body(receive_stream: Any, declared: str | None, limit: int) -> by
             raise BadRequest("The Content-Length header is not a number.") from None
         if size > limit:
             raise PayloadTooLarge(f"The request body is {size} bytes; the limit is {limit}.")
-    parts, size = [], 0
-    async for chunk in receive_stream:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    parts: list[bytes] = []
+    size = 0
+    chunks = aiter(receive_stream)
+    while True:
+        allowed = started + timeout + (size / min_rate if min_rate else float("inf"))
+        wait = min(timeout, allowed - loop.time())
+        try:
+            async with asyncio.timeout(max(wait, 0.0)):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return b"".join(parts)
+        except TimeoutError:
+            raise RequestTimeout(f"The request body came too slowly ({size} bytes so far).") from None
+        except ClientDisconnect:
+            raise ClientGone("The client closed the connection before its request body was in.") from None
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         parts.append(chunk)
-    return b"".join(parts)

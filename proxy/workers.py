@@ -25,8 +25,9 @@ import uvicorn
 
 from proxy.app import create_app
 from proxy.audit.sinks import default_spool
+from proxy.edge import EdgeProtocol
 from proxy.logs import configure_logging
-from proxy.server import SERVER, free_port, wait_http
+from proxy.server import free_port, options, wait_http
 from proxy.settings import Settings, export_worker_env, multiproc_dir, worker_settings
 
 _slot_lock: IO[bytes] | None = None  # held for the worker's lifetime
@@ -63,7 +64,7 @@ def serve(settings: Settings, workers: int) -> int:
             workers=workers,
             host=settings.host,
             port=settings.port,
-            **SERVER,
+            **options(settings.edge, workers=True),
         )
     finally:
         if runner is not None:
@@ -82,6 +83,7 @@ def worker_app() -> object:
     """uvicorn's factory in each worker process."""
     settings = worker_settings()
     configure_logging(settings.log_level)
+    EdgeProtocol.limits = settings.edge  # uvicorn imported the protocol by name, with the default limits
     audit = settings.audit
     if audit.enabled:
         spool = Path(audit.spool_path) if audit.spool_path else default_spool(audit.url)

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
+from proxy.edge import uvicorn_options
 from proxy.settings import Settings
 from proxy.testing import ServerThread, run_server, wait_for
 from reference_upstream.app import create_sim_app
@@ -70,7 +71,7 @@ def start_proxy() -> Iterator[Any]:
             settings = Settings.model_validate(settings)
         registry = kw.pop("registry", None) or CollectorRegistry()
         app = create_app(settings, registry=registry, **kw)
-        server = ServerThread(app).start()
+        server = ServerThread(app, **uvicorn_options(settings.edge)).start()
         started.append(server)
         return Proxy(server, registry, app)
 

@@ -66,6 +66,35 @@ def safe_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
     return {k: v for k, v in raw if k not in SECRET_HEADERS and "secret" not in k and "token" not in k}
 
 
+TRUNCATED = "x-refusal-guard-truncated"  # the name of the mark left where headers were cut
+
+
+def audit_headers(raw: list[tuple[str, str]], limit: int) -> list[tuple[str, str]]:
+    """The safe headers an audit record keeps, at most ``limit`` characters of names and values: a
+    longer value is cut, and once the budget is spent the rest are dropped; either way the record
+    says so in a last ``x-refusal-guard-truncated`` entry (how many characters were left out).
+
+    >>> audit_headers([("a", "x" * 10), ("b", "y" * 10)], 15)
+    [('a', 'xxxxxxxxxx'), ('b', 'yyy'), ('x-refusal-guard-truncated', '7 characters')]
+    """
+    kept: list[tuple[str, str]] = []
+    budget, dropped = limit, 0
+    for k, v in safe_headers(raw).items():
+        size = len(k) + len(v)
+        if size <= budget:
+            kept.append((k, v))
+            budget -= size
+        elif budget > len(k):
+            kept.append((k, v[: budget - len(k)]))
+            dropped += size - budget
+            budget = 0
+        else:
+            dropped += size
+    if dropped:
+        kept.append((TRUNCATED, f"{dropped} characters"))
+    return kept
+
+
 def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="microseconds")
 

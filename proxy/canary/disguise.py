@@ -47,6 +47,7 @@ _DROPPED = frozenset(
         "connection",
         "transfer-encoding",
         "expect",
+        "x-refusal-guard-truncated",  # the audit's mark where production's headers were cut
     }
 )
 # per-request ids: copied in format, never in value
