@@ -17,7 +17,7 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,litellm,postgres,llamacpp]'
+	$(BIN)/pip install -q -e '.[dev,litellm,postgres,llamacpp,forensics]'
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed
@@ -60,8 +60,8 @@ bench-detector: install
 	$(BIN)/python bench/detector.py
 
 lint: install
-	$(BIN)/ruff check proxy detectors reference_upstream fire_drill tests scripts bench grafana deploy
-	$(BIN)/ruff format --check proxy detectors reference_upstream fire_drill tests scripts bench grafana deploy
+	$(BIN)/ruff check proxy detectors reference_upstream fire_drill forensics tests scripts bench grafana deploy
+	$(BIN)/ruff format --check proxy detectors reference_upstream fire_drill forensics tests scripts bench grafana deploy
 	$(BIN)/mypy
 
 check: lint test

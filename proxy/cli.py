@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("drill", help="fire drill: prove the page path end to end (needs prometheus)", add_help=False)
     sub.add_parser("audit", help="read and verify the audit log: tail, show, export, verify", add_help=False)
+    sub.add_parser("weights", help="weights diff: name how a candidate checkpoint differs from its base", add_help=False)
     sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
     sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
 
@@ -192,6 +193,18 @@ def _drill(args: argparse.Namespace) -> int:
     return drill_main(args.rest)
 
 
+def _weights(args: argparse.Namespace) -> int:
+    if args.rest[:1] != ["diff"]:
+        print("usage: refusal-guard weights diff --base PATH --candidate PATH [--json OUT]", file=sys.stderr)
+        return 2
+    try:
+        from forensics.diff import main as diff_main
+    except ImportError as exc:  # numpy is always there; gguf comes with the extra
+        print(f"refusal-guard weights: {exc}; pip install 'refusal-guard[forensics]'", file=sys.stderr)
+        return 2
+    return diff_main(args.rest[1:])
+
+
 _DELEGATED = {
     "canary-suite": _canary_suite,
     "drill": _drill,
@@ -199,6 +212,7 @@ _DELEGATED = {
     "eval-detector": _eval_detector,
     "eval": _gate,
     "audit": _audit,
+    "weights": _weights,
 }  # they parse their own options
 
 

@@ -98,6 +98,7 @@ def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
         (["audit", "--help"], "verify"),
         (["train", "--help"], "--out"),
         (["eval-detector", "--help"], "usage"),
+        (["weights", "diff", "--help"], "--candidate"),
     ],
 )
 def test_every_command_answers_help(command: list[str], says: str) -> None:

@@ -31,6 +31,7 @@ SUBCOMMANDS = (
     "eval-detector",
     "sim-upstream",
     "classify",
+    "weights",
 )
 
 
@@ -66,7 +67,7 @@ def test_the_readme_shows_commands() -> None:
 def test_each_refusal_guard_command_has_its_options(command: str) -> None:
     sub, *rest = command.split()
     assert sub in SUBCOMMANDS, f"the README shows `refusal-guard {sub}`, which is not a subcommand"
-    nested = [w for w in rest[:1] if re.fullmatch(r"[a-z][a-z-]*", w) and w in ("build",)]
+    nested = [w for w in rest[:1] if re.fullmatch(r"[a-z][a-z-]*", w) and w in ("build", "diff")]
     text = help_of(sub, *nested)
     for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", command):
         assert flag in text, f"`refusal-guard {command}`: {flag} is not an option of `{sub}`"

@@ -1,0 +1,1 @@
+"""Forensics for a model that misbehaves: ``refusal-guard weights diff`` (:mod:`forensics.diff`)."""
