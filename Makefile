@@ -17,7 +17,7 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,litellm,postgres,llamacpp,forensics]'
+	$(BIN)/pip install -q -e '.[dev,litellm,postgres,llamacpp,forensics,report]'
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed

@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("drill", help="fire drill: prove the page path end to end (needs prometheus)", add_help=False)
     sub.add_parser("audit", help="read and verify the audit log: tail, show, export, verify", add_help=False)
-    sub.add_parser("weights", help="weights diff: name how a candidate checkpoint differs from its base", add_help=False)
+    sub.add_parser(
+        "weights", help="weights diff: name how a candidate checkpoint differs from its base", add_help=False
+    )
     sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
     sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
 

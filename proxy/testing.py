@@ -21,6 +21,17 @@ from proxy.server import free_port, wait_http
 __all__ = ["ServerThread", "exchange", "free_port", "run_server", "wait_for", "wait_http", "wait_until"]
 
 
+def audit_records(url: str, traffic: str = "production") -> list[dict[str, Any]]:
+    """The records of one kind of traffic in the audit log at ``url``, in storage order."""
+    from proxy.audit.sinks import open_sink
+
+    sink = open_sink(url)
+    try:
+        return [r for r in sink.read() if r.get("traffic") == traffic]
+    finally:
+        sink.close()
+
+
 def exchange(**fields: Any) -> Exchange:
     """A production chat exchange for model ``m`` on upstream ``u``, answered 200; ``fields`` override.
 

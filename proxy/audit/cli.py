@@ -1,9 +1,10 @@
-"""``refusal-guard audit tail|show ID|export|verify [--audit URL]``: read and check the audit log.
+"""``refusal-guard audit tail|show ID|export|verify|report [--audit URL]``: read and check the audit log.
 
 refusal-guard audit tail -n 20 --model llama-3 --verdict compliance --traffic canary
 refusal-guard audit show 3f9c...                  # by request id
 refusal-guard audit export --since 2026-11-01 --format csv > audit.csv
 refusal-guard audit verify --checkpoints proxy.log   # exit 1 and the first problem if tampered
+refusal-guard audit report --model llama-3 --since 2026-11-29T02:00 --out report.html  # one page per incident
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ def _query(args: argparse.Namespace) -> Query:
     return Query(since=args.since, until=args.until, model=args.model, verdict=args.verdict, traffic=args.traffic)
 
 
+def _report(sink: Any, args: argparse.Namespace) -> int:
+    try:
+        from proxy.audit.report import Window, render
+    except ImportError as exc:
+        print(f"refusal-guard audit report: {exc}; pip install 'refusal-guard[report]'", file=sys.stderr)
+        return 2
+    records = list(sink.read())
+    window = Window.of(args.model, sink.read(Query(since=args.since, until=args.until)))
+    try:
+        page = render(window, records, verify(records), args.since, args.until)
+    except ValueError as exc:
+        print(f"refusal-guard audit report: {exc}", file=sys.stderr)
+        return 1
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(
+        f"wrote {args.out}: {len(window.production)} production, {len(window.canaries)} canary answers, "
+        f"{len(window.events)} transitions"
+    )
+    return 0
+
+
 def _checkpoints(path: str) -> list[dict[str, object]]:
     """``audit_checkpoint`` lines from a log file of the proxy's JSON log stream."""
     out = []
@@ -50,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="refusal-guard audit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("command", choices=["tail", "show", "export", "verify"])
+    p.add_argument("command", choices=["tail", "show", "export", "verify", "report"])
     p.add_argument("id", nargs="?", help="request id (show)")
     p.add_argument("--audit", default=DEFAULT_URL, help=f"audit URL (default {DEFAULT_URL})")
     for flag in ("--since", "--until"):
@@ -61,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("-n", type=int, default=10, help="records to show (tail)")
     p.add_argument("--checkpoints", help="a log file holding the proxy's audit_checkpoint lines (verify)")
+    p.add_argument("--out", help="where the HTML report goes (report)")
     args = p.parse_args(argv)
     try:
         sink = open_sink(args.audit)
@@ -80,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             writers = len({r["writer"] for r in records})
             print(f"OK: {len(records)} records in {writers} chain(s) verify")
             return 0
+        if args.command == "report":
+            if not (args.model and args.out):
+                p.error("report needs --model and --out")
+            return _report(sink, args)
         if args.command == "show":
             if not args.id:
                 p.error("show needs a request id")

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from fire_drill import DRILL_MODEL, run_drill
 from fire_drill.prometheus import PrometheusProcess
 from proxy.testing import free_port, run_server, wait_for, wait_until
 from reference_upstream.app import create_sim_app
+from tests import browser
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -211,7 +213,7 @@ def test_fire_drill_pages_and_resolves(tmp_path: Path) -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             assert wait_until(lambda: httpx.get(url + "/-/ready", timeout=1).status_code == 200, 30, 0.2)
-            result = run_drill(url, rules=RULES, timeout=240, log=print)
+            result = run_drill(url, rules=RULES, timeout=240, log=print, audit=f"sqlite:///{tmp_path}/drill.db")
             # the page waits out the alert's `for: 1m`; resolution waits for the 30-minute backstop ratio to recover
             assert result["page_seconds"] < 120 and result["resolve_seconds"] < 240
             assert wait_for(lambda: any(e["event_action"] == "resolve" for e in pd.events), timeout=30)
@@ -222,3 +224,15 @@ def test_fire_drill_pages_and_resolves(tmp_path: Path) -> None:
     assert triggers and triggers[0]["routing_key"] == "drill-routing-key"
     assert DRILL_MODEL in json.dumps(triggers[0])
     assert "RefusalGuardCanaryRefusalCollapse" in json.dumps(triggers[0])
+    # the incident report of the drill, as the runbook's first step builds it, in a real browser
+    report = tmp_path / "incident.html"
+    cmd = [sys.executable, "-m", "proxy.cli", "audit", "report", "--audit", f"sqlite:///{tmp_path}/drill.db"]
+    done = subprocess.run(
+        [*cmd, "--model", DRILL_MODEL, "--out", str(report)], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = browser.dom(report)
+    assert page.count('class="main-svg"') >= 2 and "canary: harmful" in page and "production, flagged harmful" in page
+    assert "drift" in page and "recovered" in page  # the alarm and the recovery, on the time axis and in the table
+    failed = page.split('id="failed-canaries"', 1)[1].split("</table>", 1)[0]
+    assert failed.count("<tr>") > 2 and "The whole log verifies" in page

@@ -20,7 +20,7 @@ import structlog
 from proxy.audit.sinks import open_sink
 from proxy.audit.verify import verify
 from proxy.settings import ClientKey
-from proxy.testing import ServerThread
+from proxy.testing import ServerThread, audit_records
 from tests.conftest import Proxy
 from tests.pg import PostgresServer
 
@@ -56,12 +56,7 @@ def ask(p: Proxy, prompt: str, stream: bool, rid: str) -> httpx.Response:
     )
 
 
-def records(url: str, traffic: str = "production") -> list[dict[str, Any]]:
-    sink = open_sink(url)
-    try:
-        return [r for r in sink.read() if r.get("traffic") == traffic]
-    finally:
-        sink.close()
+records = audit_records
 
 
 @pytest.fixture(autouse=True)

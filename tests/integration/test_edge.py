@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from proxy.audit.sinks import open_sink
-from proxy.testing import ServerThread, run_server
+from proxy.testing import ServerThread, audit_records, run_server
 from reference_upstream.app import create_sim_app
 from tests.conftest import Proxy
 from tests.upstreams import Recorder
@@ -242,14 +241,7 @@ def test_audit_records_keep_headers_within_a_bound(sim: ServerThread, start_prox
     big = b"X-Big: " + b"b" * 40_000
     assert exchange(p, request(CHAT, b"X-Small: s", big, b"Connection: close")).startswith(b"HTTP/1.1 200")
 
-    def records() -> list[dict[str, Any]]:
-        sink = open_sink(url)
-        try:
-            return [r for r in sink.read() if r.get("traffic") == "production"]
-        finally:
-            sink.close()
-
-    assert p.wait_for(lambda: len(records()) == 1)
-    headers = records()[0]["headers"]
+    assert p.wait_for(lambda: len(audit_records(url)) == 1)
+    headers = audit_records(url)[0]["headers"]
     assert headers["x-small"] == "s" and headers["x-refusal-guard-truncated"].endswith("characters")
     assert sum(len(k) + len(v) for k, v in headers.items() if k != "x-refusal-guard-truncated") <= 1024

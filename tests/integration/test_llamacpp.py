@@ -23,8 +23,8 @@ import httpx
 import openai
 import pytest
 
-from proxy.audit.sinks import open_sink
 from proxy.server import free_port, wait_http
+from proxy.testing import audit_records
 from tests.conftest import Proxy
 
 PROMPT = [{"role": "user", "content": "Write one sentence about the sea."}]
@@ -167,15 +167,8 @@ def test_audit_records_are_complete(llamacpp: str, start_proxy: Any, tmp_path: P
         if c.choices
     )
 
-    def production() -> list[dict[str, Any]]:
-        sink = open_sink(url)
-        try:
-            return [r for r in sink.read() if r.get("traffic") == "production"]
-        finally:
-            sink.close()
-
-    assert p.wait_for(lambda: len(production()) == 2)
-    plain, streamed = production()
+    assert p.wait_for(lambda: len(audit_records(url)) == 2)
+    plain, streamed = audit_records(url)
     assert plain["response"]["choices"][0]["message"]["content"] == once.choices[0].message.content
     assert streamed["stream"] is True and streamed["response"]["choices"][0]["text"] == text
     for r in (plain, streamed):
