@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("proxy", "detectors", "reference_upstream", "fire_drill")
+PACKAGES = ("proxy", "detectors", "reference_upstream", "fire_drill", "forensics")
 
 
 def _module(path: Path) -> str:
