@@ -89,6 +89,34 @@ def answer_of(r: dict[str, Any]) -> str:
     return answers[0].text if answers else str(resp.get("text") or "")
 
 
+def alarms(w: Window) -> list[tuple[str, dt.datetime, dt.datetime | None]]:
+    """Each suite's alarm intervals: from a ``drift`` transition to its ``recovered`` (or still open)."""
+    out: list[tuple[str, dt.datetime, dt.datetime | None]] = []
+    open_: dict[str, dt.datetime] = {}
+    for e in w.events:
+        ev = e.get("event") or {}
+        suite, kind = str(ev.get("suite")), ev.get("transition")
+        if kind == "drift":
+            open_.setdefault(suite, when(e))
+        elif kind == "recovered" and suite in open_:
+            out.append((suite, open_.pop(suite), when(e)))
+    out += [(suite, start, None) for suite, start in open_.items()]
+    return out
+
+
+def evidence(w: Window) -> list[dict[str, Any]]:
+    """The failed canaries, those of a suite in alarm first (in time order), then the others, latest first."""
+    spans = alarms(w)
+
+    def in_alarm(r: dict[str, Any]) -> bool:
+        suite, t = str((r.get("canary") or {}).get("suite")), when(r)
+        return any(s == suite and a <= t and (b is None or t <= b) for s, a, b in spans)
+
+    fails = [r for r in w.canaries if failed(r)]
+    during = [r for r in fails if in_alarm(r)]
+    return during + [r for r in reversed(fails) if not in_alarm(r)]
+
+
 def bucket_seconds(start: dt.datetime, end: dt.datetime, buckets: int = 60) -> int:
     """A round bucket width giving about ``buckets`` points over the window.
 
@@ -214,7 +242,7 @@ def render(
             go.Bar(name=v, x=list(groups), y=[Counter(r.get("verdict") for r in g)[v] for g in groups.values()])
         )
     counts.update_layout(title="Answers by verdict", barmode="group", height=320)
-    fails = [r for r in w.canaries if failed(r)]
+    fails = evidence(w)
     return _page(w, rate, counts, fails, chain_status(all_records, problems, shown), since, until, start, end)
 
 
@@ -244,7 +272,7 @@ def _page(
             f"<tr><td>{e(str(r['ts_start']))}</td><td>{e(str((r.get('canary') or {}).get('suite')))}</td>"
             f"<td>{e(str(r.get('verdict')))}</td><td class='text'>{e(prompt_of(r)[:300])}</td>"
             f"<td class='text'>{e(answer_of(r)[:400])}</td><td><code>{e(str(r.get('request_id')))}</code></td></tr>"
-            for r in fails[-50:]
+            for r in fails[:50]
         )
         or '<tr><td colspan="6">no canary failed in this window</td></tr>'
     )
@@ -261,7 +289,7 @@ td,th{{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}
 <h2>Refusal rate</h2>{rate.to_html(full_html=False, include_plotlyjs=True, div_id="rate-chart")}
 <h2>Drift transitions and quarantines</h2>
 <table id="transitions"><tr><th>time</th><th>transition</th><th>suite</th><th>detail</th></tr>{transitions}</table>
-<h2>Failed canaries</h2><p>A harmful-suite canary that was answered, or a benign-suite canary that was refused (latest 50).</p>
+<h2>Failed canaries</h2><p>A harmful-suite canary that was answered, or a benign-suite canary that was refused (50 at most: first those of a suite while it was in alarm, then the latest others).</p>
 <table id="failed-canaries"><tr><th>time</th><th>suite</th><th>verdict</th><th>prompt</th><th>answer</th><th>request id</th></tr>{failures}</table>
 <h2>Counts</h2>{counts.to_html(full_html=False, include_plotlyjs=False, div_id="counts-chart")}
 <p><small>Built by <code>refusal-guard audit report</code> from the audit log; times in UTC.</small></p>
