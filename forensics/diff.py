@@ -82,6 +82,8 @@ class TensorDiff:
         out = asdict(self)
         out.pop("_directions")
         out["shape"] = list(self.shape)
+        if self._directions is not None:  # a residual writer's top left singular vector (residual space)
+            out["direction"] = [round(float(x), 6) for x in self._directions[:, 0]]
         return out
 
 

@@ -113,6 +113,8 @@ def test_cli_exit_codes_and_json(base: tuple[ck.Weights, Path], tmp_path: Path) 
     assert done.returncode == 10 and "verdict: directional-ablation" in done.stdout, done.stdout + done.stderr
     data = json.loads(out.read_text())
     assert data["verdict"] == "directional-ablation" and len(data["tensors"]) == len(w)
+    writers = [t for t in data["tensors"] if t["kind"] == "residual-writer"]
+    assert len(writers) == 9 and all(abs(float(np.dot(t["direction"], R))) > 0.999 for t in writers)
     same = subprocess.run([*cmd[:-1], str(path)], capture_output=True, text=True, timeout=120)
     assert same.returncode == 0 and "identical" in same.stdout
     gone = subprocess.run([*cmd[:-1], str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
