@@ -23,6 +23,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout, api_of
+from proxy.logs import logger
 from proxy.settings import EdgeSettings
 
 
@@ -53,7 +54,19 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._reading_headers:
             self._arm()
             self._raw_bytes += len(data)  # an upper bound: this chunk may also hold the start of the body
-        super().data_received(data)
+        # uvicorn's own data_received, but for its warning on every unparsable request (a cheap way to
+        # flood the log): a refusal here is one info line, like every other refused request
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError as exc:
+            self.send_400_response(str(exc))
+            return
         if self._reading_headers and self._raw_bytes > self.limits.max_header_bytes and not self._closing():
             # still no end of headers after more than the limit: no need to read on (an 8 MB header value)
             self._refuse(HeadersTooLarge(f"The request's headers exceed {self.limits.max_header_bytes} bytes."))
@@ -105,6 +118,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._closing():
             return
         path = self.url.split(b"?", 1)[0].decode("latin-1") if getattr(self, "url", None) else ""
+        logger.info("edge_refused", status=exc.status_code, code=exc.code, error=exc.message, path=path[:200])
         body = exc.body(api_of(path))
         head = [
             f"HTTP/1.1 {exc.status_code} {_REASONS.get(exc.status_code, 'Error')}\r\n".encode(),

@@ -188,8 +188,11 @@ def test_fifty_clients_leaving_mid_body_leave_no_traceback(
     assert len(lines) == 50 and all("[info" in line for line in lines)
 
 
-def test_framing_errors_get_the_envelope(recorded: tuple[Recorder, ServerThread], start_proxy: Any) -> None:
-    """What httptools cannot parse is answered by the proxy's protocol in the envelope, not uvicorn's plain text."""
+def test_framing_errors_get_the_envelope(
+    recorded: tuple[Recorder, ServerThread], start_proxy: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What httptools cannot parse is answered by the proxy's protocol in the envelope, not uvicorn's
+    plain text; each refusal is one info line (not uvicorn's warning)."""
     _, up = recorded
     p = start(start_proxy, up)
     for bad in (
@@ -205,6 +208,9 @@ def test_framing_errors_get_the_envelope(recorded: tuple[Recorder, ServerThread]
             assert data["type"] == "error" and data["error"]["type"] == "invalid_request_error"
         else:
             assert data["error"]["code"] == "invalid_http"
+    logged = "".join(capfd.readouterr())
+    assert "Invalid HTTP request" not in logged
+    assert len([line for line in logged.splitlines() if "edge_refused" in line and "[info" in line]) == 4
 
 
 def test_an_idle_kept_alive_connection_is_closed(recorded: tuple[Recorder, ServerThread], start_proxy: Any) -> None:
