@@ -108,7 +108,10 @@ class GGUFCheckpoint:
     """A GGUF file: tensors in numpy's row-major shape (GGUF lists dimensions innermost first)."""
 
     def __init__(self, path: Path) -> None:
-        from gguf import GGUFReader  # the `forensics` extra
+        try:
+            from gguf import GGUFReader  # the `forensics` extra
+        except ImportError:
+            raise ValueError("reading GGUF needs the gguf package: pip install 'refusal-guard[forensics]'") from None
 
         self.path = path
         self._tensors = {t.name: t for t in GGUFReader(path).tensors}

@@ -33,15 +33,15 @@ def _query(args: argparse.Namespace) -> Query:
 
 
 def _report(sink: Any, args: argparse.Namespace) -> int:
-    try:
-        from proxy.audit.report import Window, render
-    except ImportError as exc:
-        print(f"refusal-guard audit report: {exc}; pip install 'refusal-guard[report]'", file=sys.stderr)
-        return 2
+    from proxy.audit.report import Window, render
+
     records = list(sink.read())
     window = Window.of(args.model, sink.read(Query(since=args.since, until=args.until)))
     try:
         page = render(window, records, verify(records), args.since, args.until)
+    except ImportError as exc:  # plotly, drawn only here
+        print(f"refusal-guard audit report: {exc}; pip install 'refusal-guard[report]'", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"refusal-guard audit report: {exc}", file=sys.stderr)
         return 1

@@ -105,6 +105,14 @@ def test_an_edited_record_shows_in_the_chain_status(incident: str, tmp_path: Pat
     assert "does NOT verify" in page and "modified" in page
 
 
+def test_without_the_extra_it_says_which_extra(incident: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.audit.cli import main
+
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)  # as if the report extra were not installed
+    argv = ["report", "--audit", incident, "--model", "sim-model", "--out", str(tmp_path / "r.html")]
+    assert main(argv) == 2 and not (tmp_path / "r.html").exists()
+
+
 def test_no_records_for_the_model_is_an_error(incident: str, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "proxy.cli", "audit", "report", "--audit", incident, "--model", "nobody"]
     done = subprocess.run([*cmd, "--out", str(tmp_path / "r.html")], capture_output=True, text=True, timeout=60)

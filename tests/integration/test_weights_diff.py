@@ -97,6 +97,13 @@ def test_gguf_both_sides(base: tuple[ck.Weights, Path], tmp_path: Path) -> None:
     assert report.verdict == "directional-ablation" and report.evidence["ablation"]["matrices"] == 9
 
 
+def test_gguf_without_the_extra_says_which_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = ck.save_gguf(ck.llama(), tmp_path / "m.gguf")
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if the forensics extra were not installed
+    with pytest.raises(ValueError, match=r"refusal-guard\[forensics\]"):
+        open_checkpoint(path)
+
+
 def test_another_architecture_is_a_mismatch(base: tuple[ck.Weights, Path], tmp_path: Path) -> None:
     w, path = base
     fewer = {n: x for n, x in w.items() if ck.layer_of(n) != 3}
