@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,38 @@ class PrometheusProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def alertmanager(config: dict[str, Any], workdir: Path) -> Iterator[str]:
+    """A real Alertmanager (Debian's ``prometheus-alertmanager``) with ``config``, on a loopback port,
+    no cluster; yields its URL once ready and ends it (by its pid) afterwards."""
+    (workdir / "am.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    binary = shutil.which("prometheus-alertmanager") or "alertmanager"
+    am = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={workdir / 'am.yml'}",
+            f"--storage.path={workdir / 'am'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until(lambda: _ready(url), 30, 0.2):
+            raise RuntimeError("alertmanager did not become ready")
+        yield url
+    finally:
+        am.terminate()
+        am.wait(10)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/-/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

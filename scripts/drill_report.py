@@ -10,20 +10,15 @@ audit log, and takes a screenshot of it in headless Chromium (``tests/browser.py
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fire_drill import DRILL_MODEL, run_drill  # noqa: E402
-from proxy.server import free_port  # noqa: E402
-from proxy.testing import wait_until  # noqa: E402
+from fire_drill.prometheus import alertmanager  # noqa: E402
 from tests import browser  # noqa: E402
 
 
@@ -34,28 +29,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config = {"route": {"receiver": "nobody", "group_wait": "1s"}, "receivers": [{"name": "nobody"}]}
-        (work / "am.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        binary = shutil.which("prometheus-alertmanager") or "alertmanager"
-        am = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={work / 'am.yml'}",
-                f"--storage.path={work / 'am'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: httpx.get(url + "/-/ready", timeout=1).status_code == 200, 30, 0.2)
-            audit = f"sqlite:///{work}/drill.db"
+        audit = f"sqlite:///{work}/drill.db"
+        with alertmanager(config, work) as url:
             print(run_drill(url, rules=ROOT / "deploy" / "prometheus" / "rules.yml", audit=audit))
-        finally:
-            am.terminate()
-            am.wait(10)
         report = work / "incident.html"
         cmd = [sys.executable, "-m", "proxy.cli", "audit", "report", "--audit", audit, "--model", DRILL_MODEL]
         subprocess.run([*cmd, "--out", str(report)], check=True, cwd=ROOT)

@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from fire_drill import DRILL_MODEL, run_drill
-from fire_drill.prometheus import PrometheusProcess
-from proxy.testing import free_port, run_server, wait_for, wait_until
+from fire_drill.prometheus import PrometheusProcess, alertmanager
+from proxy.testing import run_server, wait_for, wait_until
 from reference_upstream.app import create_sim_app
 from tests import browser
 
@@ -196,30 +196,11 @@ def test_fire_drill_pages_and_resolves(tmp_path: Path) -> None:
             route.update(group_wait="1s", group_interval="1s")
         pagerduty = config["receivers"][0]["pagerduty_configs"][0]
         pagerduty.update(routing_key_file=str(tmp_path / "key"), url=pd_server.url + "/v2/enqueue")
-        (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        binary = shutil.which("prometheus-alertmanager") or "alertmanager"
-        am = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'am.yml'}",
-                f"--storage.path={tmp_path / 'am'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            assert wait_until(lambda: httpx.get(url + "/-/ready", timeout=1).status_code == 200, 30, 0.2)
+        with alertmanager(config, tmp_path) as url:
             result = run_drill(url, rules=RULES, timeout=240, log=print, audit=f"sqlite:///{tmp_path}/drill.db")
             # the page waits out the alert's `for: 1m`; resolution waits for the 30-minute backstop ratio to recover
             assert result["page_seconds"] < 120 and result["resolve_seconds"] < 240
             assert wait_for(lambda: any(e["event_action"] == "resolve" for e in pd.events), timeout=30)
-        finally:
-            am.terminate()
-            am.wait(10)
     triggers = [e for e in pd.events if e["event_action"] == "trigger"]
     assert triggers and triggers[0]["routing_key"] == "drill-routing-key"
     assert DRILL_MODEL in json.dumps(triggers[0])
