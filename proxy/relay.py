@@ -16,7 +16,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import UpstreamBrokeOff, UpstreamError
+from proxy.errors import AuditUnavailable, UpstreamBrokeOff, UpstreamError, sse_error_event
 from proxy.exchange import Outcome
 from proxy.upstream import UpstreamResponse
 
@@ -92,7 +92,7 @@ class StreamRelay(Response):
         *,
         keep: int,
         error_event: bytes,
-        audit_failed_event: bytes,
+        endpoint: str | None,
         on_sent: OnSent,
         before_end: Callable[[Outcome], Awaitable[None]] | None = None,
     ) -> None:
@@ -103,7 +103,7 @@ class StreamRelay(Response):
         self._upstream = upstream
         self._keep = keep
         self._error_event = error_event
-        self._audit_failed_event = audit_failed_event
+        self._endpoint = endpoint
         self._on_sent = on_sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +142,8 @@ class StreamRelay(Response):
                     try:
                         await self._before_end(out)
                     except Exception:
-                        await send({"type": "http.response.body", "body": self._audit_failed_event, "more_body": True})
+                        failed = sse_error_event(AuditUnavailable(), self._endpoint)  # built only when it happens
+                        await send({"type": "http.response.body", "body": failed, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
         except OSError:  # the server reports a client gone away while we were sending
             out.disconnected = True

@@ -183,7 +183,7 @@ class ProxyService:
                 up,
                 keep=KEEP_STREAM_BYTES,
                 error_event=sse_error_event(broke_off, call.endpoint),
-                audit_failed_event=sse_error_event(AuditUnavailable(), call.endpoint),
+                endpoint=call.endpoint,
                 on_sent=lambda out: self._done(call, out),
                 before_end=(lambda out: self._hold(call, out)) if self.strict else None,
             )
