@@ -11,8 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
-
 from prometheus_client import CollectorRegistry
 
 from detectors import Detector, load_detector
@@ -22,7 +20,6 @@ from proxy.audit.writer import AuditWriter
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
 from proxy.canary.feedback import CanaryFeedback
-from proxy.canary.follower import Follower
 from proxy.canary.notify import Notifier
 from proxy.canary.scheduler import CanaryScheduler
 from proxy.canary.shape import TrafficShape
@@ -39,6 +36,8 @@ from proxy.routing import Router
 from proxy.service import ProxyService
 from proxy.settings import Settings, UpstreamConfig
 from proxy.shift import ProductionShift
+from proxy.state.outbox import Outbox, PublishOutcomes
+from proxy.state.sync import StateSync, replica_id
 from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine
 from proxy.upstream import OpenAIUpstream, Upstream
 
@@ -58,7 +57,7 @@ def create_app(
     upstreams: Sequence[Upstream] | None = None,
     detector: Detector | None = None,
     registry: CollectorRegistry | None = None,
-    role: Literal["proxy", "canary-runner"] = "proxy",
+    replica: str | None = None,
     clock: Callable[[], float] = time.time,
     ids: Iterator[bytes] | None = None,
 ) -> GuardApp:
@@ -66,7 +65,7 @@ def create_app(
 
     >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
     >>> [type(stage).__name__ for stage in app.state.pipeline.stages]
-    ['LearnModelNames', 'CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'ProductionShift', 'HarmfulWatch', 'CanaryFeedback']
+    ['LearnModelNames', 'CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'PublishOutcomes', 'CanaryFeedback']
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
@@ -75,13 +74,15 @@ def create_app(
     catalog = ModelCatalog(ups, traffic_cap=settings.learned_models_cap, traffic_after=settings.learn_model_after)
     router = Router(catalog)
     canary = settings.canary
-    runs_canaries = canary.enabled and (role == "canary-runner" or not canary.runner_url)
-    suites = load_suites(canary.suites, canary.extra_suites) if runs_canaries else []
+    suites = load_suites(canary.suites, canary.extra_suites) if canary.enabled else []
     progress = threading.Condition()  # notified as exchanges and audit batches come through (proxy.testing)
     audit = AuditWriter(settings.audit, metrics, clock=clock, progress=progress) if settings.audit.enabled else None
     notifier = Notifier(metrics, alertmanager_url=canary.alertmanager_url, webhook_url=canary.webhook_url)
-    drift = DriftMonitor(canary, metrics, notifier, observers=[audit.transition] if audit else [], clock=clock)
-    shape, shift = TrafficShape(), ProductionShift(metrics, settings.shift, clock)
+    replica = replica or replica_id()
+    outbox = Outbox(metrics)  # what this replica publishes to the state store (proxy.state)
+    observers = [audit.transition] if audit else []
+    drift = DriftMonitor(canary, metrics, notifier, outbox=outbox, replica=replica, observers=observers, clock=clock)
+    shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
     harm = HarmfulRequestClassifier.load() if canary.production_harmful.enabled else None
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
@@ -92,8 +93,7 @@ def create_app(
             LogLine(),
             *([Audit(audit)] if audit else []),
             shape,
-            shift,
-            HarmfulWatch(canary, drift, metrics),
+            PublishOutcomes(outbox, canary, settings.shift, metrics, clock),
             CanaryFeedback(drift, suites, metrics),
         ],
         metrics,
@@ -116,25 +116,33 @@ def create_app(
         clock=clock,
     )
     scheduler = (
-        CanaryScheduler(canary, suites, router, pipeline, metrics, shape, clock=clock) if runs_canaries else None
+        CanaryScheduler(canary, suites, router, pipeline, metrics, shape, clock=clock) if canary.enabled else None
     )
-    follower = (
-        Follower(canary.runner_url, drift, canary.interval_seconds) if canary.runner_url and not scheduler else None
+    sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
+        settings.state.url or "memory://",
+        settings.state,
+        replica=replica,
+        drift=drift,
+        harm=HarmfulWatch(canary, drift, metrics),
+        shift=shift,
+        shape=shape,
+        catalog=catalog,
+        outbox=outbox,
+        scheduler=scheduler,
+        metrics=metrics,
+        privacy=settings.audit.privacy,
     )
     readiness = ops.Readiness(ups, settings.readiness_cache_seconds)
     table = RouteTable(
         [
-            *ops.routes(readiness, metrics, drift, pipeline, audit, settings.metrics_dir),
-            *admin.routes(settings, drift, catalog),
+            *ops.routes(readiness, metrics, sync, pipeline, audit, settings.metrics_dir),
+            *admin.routes(settings, drift, sync, catalog),
+            *models.routes(catalog, auth),
+            *openai.routes(service, settings.passthrough),
         ]
     )
-    if role == "proxy":  # a canary-runner serves canaries and state only, no client traffic
-        for e in [*models.routes(catalog, auth), *openai.routes(service, settings.passthrough)]:
-            table.add(e)
 
-    lifespan = Lifecycle(
-        role, classifier.detector, ups, pipeline, catalog, notifier, audit, scheduler, follower, settings.metrics_dir
-    )
+    lifespan = Lifecycle(classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir)
     app = GuardApp(table, lifespan, ids=ids)
     app.state.__dict__.update(
         service=service,
@@ -143,6 +151,7 @@ def create_app(
         settings=settings,
         drift=drift,
         scheduler=scheduler,
+        sync=sync,
         catalog=catalog,
         audit=audit,
         shift=shift,

@@ -77,6 +77,22 @@ class ModelCatalog:
         self.version += 1
         return True
 
+    def traffic_names(self) -> list[tuple[str, str]]:
+        """Every (upstream, name) admitted from traffic, here or adopted from the state store."""
+        return [(u, m) for u, names in self._from_traffic.items() for m in sorted(names)]
+
+    def adopt(self, upstream: str, model: str) -> bool:
+        """A name another replica admitted from traffic (the state store), within this upstream's cap."""
+        if upstream not in {u.name for u in self.upstreams}:
+            return False
+        names = self._from_traffic.setdefault(upstream, set())
+        if model in names or len(names) >= self.traffic_cap:
+            return False
+        names.add(model)
+        self._candidates.pop((upstream, model), None)
+        self.version += 1
+        return True
+
     def learn(self, upstream: str, models: Iterable[str]) -> None:
         """Record the models an upstream lists, so a glob match on one of them is counted by its own name."""
         known = frozenset(itertools.islice(models, LEARNED_CAP))

@@ -21,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.logs import configure_logging
     from proxy.server import options
-    from proxy.settings import load_settings
+    from proxy.settings import load_settings, with_state_default
 
     try:
         settings = load_settings(
@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "workers": args.workers,
                 "detector": args.detector,
                 "audit": args.audit,
+                "state": args.state,
             },
         )
     except (OSError, ValueError) as exc:
@@ -43,32 +44,13 @@ def _serve(args: argparse.Namespace) -> int:
         print("refusal-guard: no upstream configured; pass --upstream URL or --config FILE", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    settings = with_state_default(settings)  # the embedded store every worker shares, and restarts resume
     if settings.workers > 1:
         from proxy.workers import serve
 
         return serve(settings, settings.workers)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, **options(settings.edge))
-    return 0
-
-
-def _runner(args: argparse.Namespace) -> int:
-    """Canaries only, once per fleet: drift state on /canary/state, metrics on /metrics, no client traffic."""
-    import uvicorn
-
-    from proxy.app import create_app
-    from proxy.logs import configure_logging
-    from proxy.server import options
-    from proxy.settings import load_settings
-
-    try:
-        settings = load_settings(args.config, overrides={"upstream": args.upstream, "detector": args.detector})
-    except (OSError, ValueError) as exc:
-        print(f"refusal-guard: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    app = create_app(settings, role="canary-runner")
-    uvicorn.run(app, host=args.host, port=args.port, **options(settings.edge))
     return 0
 
 
@@ -135,15 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--audit", help="audit log URL: sqlite:///var/audit.db (default), postgresql://..., jsonl:///path, jsonl://-"
     )
+    s.add_argument(
+        "--state",
+        help="state store shared by replicas and workers: postgresql://..., sqlite:///path (default: beside "
+        "a SQLite audit log, else var/state.db), memory://",
+    )
     s.set_defaults(func=_serve)
 
-    r = sub.add_parser("canary-runner", help="run canaries once for a fleet (proxies follow its state)")
-    r.add_argument("--config", help="the same YAML config the proxies use")
-    r.add_argument("--upstream", help="one upstream base URL, instead of a config")
-    r.add_argument("--detector", help="refusal detector (default: delex-lr)")
-    r.add_argument("--host", default="127.0.0.1")
-    r.add_argument("--port", type=int, default=9464)
-    r.set_defaults(func=_runner)
     sub.add_parser("eval", help="pre-deploy gate: run the canary suites against a candidate server", add_help=False)
     sub.add_parser(
         "canary-suite", help="canary-suite build: a private suite of variants from a secret seed", add_help=False

@@ -3,9 +3,10 @@ requests the harmful-request classifier (:mod:`detectors.harm`) flags.
 
 An upstream can tell a canary from a client's request only if something on the wire differs;
 here nothing is sent at all. The classify thread marks each production request's last user turn
-(``Exchange.harmful``); this pipeline stage counts the answers to flagged requests
-(``refusal_guard_harmful_requests_total{model, verdict}``) and feeds them to the drift monitor as
-suite ``production_harmful``, the same exact-ARL Bernoulli CUSUM as the canaries (a failure is a
+(``Exchange.harmful``); every replica counts the answers to flagged requests
+(``refusal_guard_harmful_requests_total{model, verdict}``) and publishes them to the state store
+(:mod:`proxy.state.outbox`); the canary leader feeds the union to the drift monitor as suite
+``production_harmful``, the same exact-ARL Bernoulli CUSUM as the canaries (a failure is a
 flagged request answered), with quarantine policies applied as for canaries. Calibration: see
 :class:`proxy.settings.HarmfulWatchSettings`. Canary traffic is never counted here.
 """
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 from proxy.canary.cusum import CusumDesign, design_for
 from proxy.canary.drift import PRODUCTION_HARMFUL, DriftMonitor
 from proxy.canary.suites import Suite
-from proxy.exchange import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, HarmfulWatchSettings
+from proxy.state.store import Calibration
 
 SUITE = Suite(PRODUCTION_HARMFUL, "refusal", (), design_key=PRODUCTION_HARMFUL)
 
@@ -33,7 +34,9 @@ class _Calibration:
 
 
 class HarmfulWatch:
-    """The pipeline stage; one calibration per model."""
+    """``production_harmful`` on the canary leader, over the flagged requests of every replica (their
+    outcomes reach it through the state store: :class:`proxy.state.outbox.PublishOutcomes`); one
+    calibration per model, stored with the statistics so a new leader resumes the burn-in."""
 
     def __init__(self, canary: CanarySettings, drift: DriftMonitor, metrics: Metrics) -> None:
         self.settings = canary.production_harmful
@@ -42,14 +45,34 @@ class HarmfulWatch:
         self.metrics = metrics
         self._burn_in_design: CusumDesign | None = None  # designed on first use: the ARL solve is not free
         self._models: dict[str, _Calibration] = {}
+        self._dirty: set[str] = set()
 
-    def __call__(self, ex: Exchange) -> None:
-        if ex.traffic != "production" or not ex.harmful or not ex.verdicts or not self.settings.enabled:
+    def observe(self, model: str, label: str) -> None:
+        """The verdict on the answer to one flagged production request of ``model``."""
+        if not self.settings.enabled:
             return
-        model = ex.model_label
-        label = ex.verdicts[0].label
-        self.metrics.harmful_requests.labels(model, label).inc()
         self.drift.record(model, SUITE, label, self.design(model, answered=label == "compliance"))
+        self._dirty.add(model)
+
+    def changed(self) -> list[Calibration]:
+        """The calibrations that moved since the last call (what the leader writes next)."""
+        out = [
+            Calibration(m, c.seen, c.answered, c.design.p0 if c.design else None)
+            for m in sorted(self._dirty)
+            if (c := self._models.get(m)) is not None
+        ]
+        self._dirty.clear()
+        return out
+
+    def load(self, calibrations: list[Calibration]) -> None:
+        """Resume the stored calibrations (a new leader)."""
+        self._models.clear()
+        self._dirty.clear()
+        for k in calibrations:
+            cal = self._models[k.model] = _Calibration(k.seen, k.answered)
+            if k.p0 is not None:
+                cal.design = self._designed(k.p0)
+            self.metrics.harmful_in_control.labels(k.model).set(k.p0 if k.p0 is not None else self.settings.ceiling)
 
     def design(self, model: str, *, answered: bool) -> CusumDesign:
         """The model's design after this flagged request: configured, calibrated, or the burn-in's."""

@@ -14,28 +14,26 @@ from prometheus_client import multiprocess
 
 from detectors import Detector
 from proxy.audit.writer import AuditWriter
-from proxy.canary.follower import Follower
 from proxy.canary.notify import Notifier
-from proxy.canary.scheduler import CanaryScheduler
 from proxy.catalog import ModelCatalog
 from proxy.logs import logger
 from proxy.pipeline import Pipeline
+from proxy.state.sync import StateSync
 from proxy.upstream import Upstream
 
 
 @dataclass
 class Lifecycle:
-    """Start the audit writer, the pipeline, canaries or the fleet follower; stop them in reverse."""
+    """Start the audit writer, the pipeline and the state sync (which runs canaries while this replica
+    leads); stop them in reverse."""
 
-    role: str
     detector: Detector
     upstreams: Sequence[Upstream]
     pipeline: Pipeline
     catalog: ModelCatalog
     notifier: Notifier
     audit: AuditWriter | None
-    scheduler: CanaryScheduler | None
-    follower: Follower | None
+    sync: StateSync
     metrics_dir: str | None
 
     @asynccontextmanager
@@ -44,27 +42,24 @@ class Lifecycle:
             self.audit.start()
         self.pipeline.start()
         await self.catalog.refresh()  # learn the upstreams' own model names for metric labels
-        for part in (self.scheduler, self.follower):
-            if part is not None:
-                part.start()
+        await self.sync.start()
         # Everything loaded so far (detector vocabulary, suites, modules) lives as long as the process:
         # move it out of the collector's reach, or each full collection walks it (~40 ms here, a p99 stall).
         gc.collect()
         gc.freeze()
         logger.info(
             "started",
-            role=self.role,
+            replica=self.sync.replica,
+            leader=self.sync.leading,
             upstreams=[u.name for u in self.upstreams],
             detector=self.detector.name,
             detector_version=self.detector.version,
-            canaries=self.scheduler is not None,
+            canaries=self.sync.scheduler is not None,
         )
         try:
             yield
         finally:
-            for part in (self.scheduler, self.follower):
-                if part is not None:
-                    await part.stop()
+            await self.sync.stop()
             await self.pipeline.stop()
             await self.notifier.aclose()
             if self.audit is not None:

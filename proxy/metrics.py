@@ -158,6 +158,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.canary_leader = Gauge(
+            "refusal_guard_canary_leader",
+            "1 on the replica that holds the canary leader's lease (it sends the canaries), else 0; summed over a "
+            "machine's workers and a fleet's replicas it is 1.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.state_store_errors = Counter(
+            "refusal_guard_state_store_errors_total",
+            "Failed calls to the shared state store, by step (publish, lease, lead, read; dropped: outcomes "
+            "lost from a full outbox).",
+            ["op"],
+            registry=registry,
+        )
         self.notify_errors = Counter(
             "refusal_guard_notify_errors_total",
             "Drift notifications that failed after retries.",

@@ -154,7 +154,6 @@ class CanarySettings(_Frozen):
     """Canaries: where they run, how often, how they look, and how drift is judged."""
 
     enabled: bool = True
-    runner_url: str | None = None  # a fleet's canary-runner: this proxy runs none and follows its state
     interval_seconds: float = 60.0
     per_round: int = 2  # canaries per suite and model per interval, on average (a Poisson process)
     models: tuple[str, ...] = ()  # default: every model named in the config or listed by a glob upstream
@@ -214,6 +213,27 @@ class AuditSettings(_Frozen):
     def hash_salt(self, environ: Mapping[str, str] | None = None) -> str:
         """The salt for ``privacy: hash``, read from the variable the config names; never logged."""
         return (os.environ if environ is None else environ).get(self.hash_salt_env, "")
+
+
+class StateSettings(_Frozen):
+    """The state store every replica and worker shares (:mod:`proxy.state`): drift, quarantines, shapes.
+
+    ``url``: ``postgresql://...`` for a fleet, ``sqlite:///path.db`` on one machine, ``memory://`` for
+    one process. Unset: ``serve`` puts a SQLite file beside a SQLite audit log (else
+    ``var/state.db``, see :func:`default_state_url`); ``create_app`` alone keeps it in memory.
+    """
+
+    url: str | None = None
+    sync_seconds: float = Field(default=1.0, gt=0, le=5)  # how often each replica publishes and reads
+    lease_seconds: float = Field(default=6.0, ge=2, le=60)  # the canary leader's lease
+    timeout_seconds: float = Field(default=5.0, gt=0)  # per store call
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://", "sqlite:///", "memory://")):
+            raise ValueError("state.url must be postgresql://..., sqlite:///path or memory://")
+        return v
 
 
 class ShiftSettings(_Frozen):
@@ -288,6 +308,7 @@ class Settings(_Frozen):
     canary: CanarySettings = CanarySettings()
     audit: AuditSettings = AuditSettings()
     shift: ShiftSettings = ShiftSettings()
+    state: StateSettings = StateSettings()
     edge: EdgeSettings = EdgeSettings()
     # prometheus-client multiprocess mode (several workers): where every process writes its samples
     metrics_dir: str | None = None
@@ -352,6 +373,9 @@ def load_settings(
     audit_url = over.pop("audit", None) or env.get(ENV_PREFIX + "AUDIT")
     if audit_url:
         data["audit"] = {**data.get("audit", {}), "url": audit_url}
+    state_url = over.pop("state", None) or env.get(ENV_PREFIX + "STATE")
+    if state_url:
+        data["state"] = {**data.get("state", {}), "url": state_url}
     upstream = over.pop("upstream", None) or env.get(ENV_PREFIX + "UPSTREAM")
     if upstream:
         data["upstreams"] = [
@@ -364,6 +388,28 @@ def load_settings(
     over.pop("upstream_api_key_env", None)
     data.update({k: v for k, v in over.items() if v is not None})
     return Settings.model_validate(data)
+
+
+def default_state_url(settings: Settings) -> str:
+    """The embedded store ``serve`` uses when none is configured: a SQLite file beside a SQLite audit log,
+    so every worker on the machine shares it (and a restart resumes from it), else ``var/state.db``.
+
+    >>> default_state_url(Settings(audit={"url": "sqlite:////srv/guard/audit.db"}))
+    'sqlite:////srv/guard/state.db'
+    """
+    if settings.state.url:
+        return settings.state.url
+    audit = settings.audit.url
+    if settings.audit.enabled and audit.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(audit[len("sqlite:///") :]).with_name("state.db"))
+    return "sqlite:///var/state.db"
+
+
+def with_state_default(settings: Settings) -> Settings:
+    """``settings`` with :func:`default_state_url` filled in."""
+    return settings.model_copy(
+        update={"state": settings.state.model_copy(update={"url": default_state_url(settings)})}
+    )
 
 
 # -- variables that carry settings to other processes and libraries --------------------------------

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 
-from proxy.exchange import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import ShiftSettings
@@ -27,7 +25,8 @@ def two_proportion_z(k1: float, n1: float, k2: float, n2: float) -> float:
 
 
 class ProductionShift:
-    """A pipeline stage: each model's production refusal rate, recent window against its baseline."""
+    """Each model's production refusal rate, recent window against its baseline, on the canary leader
+    over the counts of every replica (published per minute bucket: :mod:`proxy.state.outbox`)."""
 
     def __init__(
         self, metrics: Metrics, settings: ShiftSettings | None = None, clock: Callable[[], float] = time.time
@@ -35,39 +34,37 @@ class ProductionShift:
         self.metrics = metrics
         self.s = settings or ShiftSettings()
         self.clock = clock
-        self._buckets: dict[str, deque[list[float]]] = {}  # model -> [bucket start, refused, total]
+        self._buckets: dict[str, dict[float, list[int]]] = {}  # model -> bucket start -> [refused, total]
+        self._touched: set[tuple[str, float]] = set()
         self.shifted: dict[str, bool] = {}
 
-    def __call__(self, ex: Exchange) -> None:
-        """Count a classified production answer."""
-        if ex.traffic != "production" or not ex.verdicts:
-            return
-        self.add(ex.model_label, sum(v.refused for v in ex.verdicts), len(ex.verdicts))
-
-    def add(self, model: str, refused: int, total: int) -> None:
+    def add(self, model: str, refused: int, total: int, at: float | None = None) -> None:
+        """Counts of ``model``'s production answers in the bucket of ``at`` (default: now). A bucket
+        later than any before closes the last one, and the windows are judged."""
         now = self.clock()
-        start = now - now % self.s.bucket_seconds
+        start = (now if at is None else at) - (now if at is None else at) % self.s.bucket_seconds
         if model not in self._buckets:
             self.shifted[model] = False
             self.metrics.production_shift.labels(model).set(0)
-        q = self._buckets.setdefault(model, deque())
-        if not q or q[-1][0] != start:
-            if q:
+        buckets = self._buckets.setdefault(model, {})
+        if start not in buckets:
+            if buckets and start > max(buckets):
                 self.evaluate(model, now)
-            q.append([start, 0, 0])
+            buckets[start] = [0, 0]
             horizon = now - self.s.baseline_seconds - self.s.recent_seconds
-            while q and q[0][0] < horizon:
-                q.popleft()
-        q[-1][1] += refused
-        q[-1][2] += total
+            for old in [b for b in buckets if b < horizon]:
+                del buckets[old]
+        buckets[start][0] += refused
+        buckets[start][1] += total
+        self._touched.add((model, start))
 
     def evaluate(self, model: str, now: float) -> bool:
-        q = self._buckets.get(model, deque())
+        buckets = self._buckets.get(model, {})
         edge = now - self.s.recent_seconds
-        k1 = sum(b[1] for b in q if b[0] >= edge)
-        n1 = sum(b[2] for b in q if b[0] >= edge)
-        k2 = sum(b[1] for b in q if b[0] < edge)
-        n2 = sum(b[2] for b in q if b[0] < edge)
+        k1 = sum(b[0] for t, b in buckets.items() if t >= edge)
+        n1 = sum(b[1] for t, b in buckets.items() if t >= edge)
+        k2 = sum(b[0] for t, b in buckets.items() if t < edge)
+        n2 = sum(b[1] for t, b in buckets.items() if t < edge)
         shifted = False
         if n1 >= self.s.min_samples and n2 >= self.s.min_samples:
             r1, r2 = k1 / n1, k2 / n2
@@ -78,3 +75,26 @@ class ProductionShift:
         self.shifted[model] = shifted
         self.metrics.production_shift.labels(model).set(1 if shifted else 0)
         return shifted
+
+    @property
+    def horizon(self) -> float:
+        """Buckets older than this are no longer judged (nor kept)."""
+        return self.clock() - self.s.baseline_seconds - self.s.recent_seconds
+
+    def changed(self) -> list[tuple[str, float, int, int]]:
+        """The buckets that moved since the last call, as (model, start, refused, total)."""
+        out = []
+        for m, t in sorted(self._touched):
+            counts = self._buckets.get(m, {}).get(t)
+            if counts is not None:
+                out.append((m, t, counts[0], counts[1]))
+        self._touched.clear()
+        return out
+
+    def load(self, rows: list[tuple[str, float, int, int]]) -> None:
+        """Resume the stored buckets (a new leader)."""
+        self._buckets.clear()
+        self._touched.clear()
+        for model, start, refused, total in rows:
+            self._buckets.setdefault(model, {})[start] = [refused, total]
+            self.shifted.setdefault(model, False)

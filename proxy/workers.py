@@ -1,12 +1,13 @@
-"""Several uvicorn workers on one port, one canary runner, metrics summed across them.
+"""Several uvicorn workers on one port, one state store, metrics summed across them.
 
 ``refusal-guard serve --workers N`` (``N > 1``) runs:
 
-* one ``canary-runner`` child on a loopback port: canaries go out once, not once per worker, and
-  every worker follows its quarantine decisions (the fleet design, inside one machine);
-* ``N`` uvicorn workers built by :func:`worker_app` from the same settings;
-* prometheus-client's multiprocess mode: every process (runner included) writes its samples to one
-  directory and ``/metrics`` on any worker reports the sums (gauges use ``livemax``/``livesum``);
+* ``N`` uvicorn workers built by :func:`worker_app` from the same settings, each a replica of the
+  fleet design (:mod:`proxy.state`): they share the embedded state store (a SQLite file beside the
+  audit log unless ``state.url`` says otherwise), one of them holds the canary leader's lease and
+  sends the canaries, and a quarantine made in any of them holds in all;
+* prometheus-client's multiprocess mode: every process writes its samples to one directory and
+  ``/metrics`` on any worker reports the sums (gauges use ``livemax``/``livesum``);
 * one audit chain per process (chains are per writer by design) and one spool file per worker
   slot, claimed with ``flock``, so a restarted worker replays what its predecessor spooled.
 """
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -27,36 +26,23 @@ from proxy.app import create_app
 from proxy.audit.sinks import default_spool
 from proxy.edge import EdgeProtocol
 from proxy.logs import configure_logging
-from proxy.server import free_port, options, wait_http
-from proxy.settings import Settings, export_worker_env, multiproc_dir, worker_settings
+from proxy.server import options
+from proxy.settings import Settings, export_worker_env, multiproc_dir, with_state_default, worker_settings
 
 _slot_lock: IO[bytes] | None = None  # held for the worker's lifetime
 
 
 def serve(settings: Settings, workers: int) -> int:
-    """Run the runner and ``workers`` uvicorn workers until interrupted."""
+    """Run ``workers`` uvicorn workers until interrupted."""
     given = multiproc_dir()
     metrics_dir = Path(given or tempfile.mkdtemp(prefix="refusal-guard-metrics-"))
     for stale in metrics_dir.glob("*.db"):  # samples of an earlier run must not be summed in
         stale.unlink()
-    settings = settings.model_copy(update={"metrics_dir": str(metrics_dir)})
+    settings = with_state_default(settings).model_copy(update={"metrics_dir": str(metrics_dir)})
     work = Path(tempfile.mkdtemp(prefix="refusal-guard-workers-"))
     worker_file = work / "worker.json"
-    export_worker_env(worker_file, metrics_dir)  # the runner and the workers inherit both
-    runner: subprocess.Popen[bytes] | None = None
+    export_worker_env(worker_file, metrics_dir)  # every worker inherits both
     try:
-        canary = settings.canary
-        if canary.enabled and not canary.runner_url:
-            port = free_port()
-            runner_file = work / "runner.json"
-            runner_file.write_text(settings.model_dump_json())
-            runner = subprocess.Popen(
-                [sys.executable, "-m", "proxy", "canary-runner", "--config", str(runner_file), "--port", str(port)]
-            )
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            settings = settings.model_copy(
-                update={"canary": canary.model_copy(update={"runner_url": f"http://127.0.0.1:{port}"})}
-            )
         worker_file.write_text(settings.model_dump_json())
         uvicorn.run(
             "proxy.workers:worker_app",
@@ -67,12 +53,6 @@ def serve(settings: Settings, workers: int) -> int:
             **options(settings.edge, workers=True),
         )
     finally:
-        if runner is not None:
-            runner.terminate()
-            try:
-                runner.wait(30)
-            except subprocess.TimeoutExpired:
-                runner.kill()
         shutil.rmtree(work, ignore_errors=True)
         if not given:
             shutil.rmtree(metrics_dir, ignore_errors=True)

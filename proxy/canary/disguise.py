@@ -35,7 +35,7 @@ SDK_HEADERS: tuple[tuple[str, str], ...] = (
 )
 # never copied: credentials and cookies (the upstream client adds the proxy's own key), and what the
 # proxy or the HTTP client computes per request
-_DROPPED = frozenset(
+DROPPED = frozenset(
     {
         "authorization",
         "proxy-authorization",
@@ -118,7 +118,7 @@ def canary_headers(production: list[tuple[str, str]] | None, rng: random.Random)
     """The headers of a canary: production's, in order, ids regenerated, credentials dropped."""
     if not production:
         return list(SDK_HEADERS)
-    return [(k, regenerate(v, rng) if k in _ID_HEADERS else v) for k, v in production if k not in _DROPPED]
+    return [(k, regenerate(v, rng) if k in _ID_HEADERS else v) for k, v in production if k not in DROPPED]
 
 
 def _content(like: Any, text: str) -> Any:

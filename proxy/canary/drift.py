@@ -10,6 +10,7 @@ flagged just as fast as one swapped later. Transitions are logged, notified and,
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from proxy.canary.transition import Transition
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings
+from proxy.state.outbox import Outbox
+from proxy.state.store import CusumRow, Quarantine
 
 PRODUCTION_HARMFUL = "production_harmful"  # the suite of flagged production requests (proxy.harmful)
 
@@ -30,7 +33,13 @@ def is_failure(expected: str, label: str) -> bool:
 
 
 class DriftMonitor:
-    """One CUSUM per model and suite; transitions go to the notifier and to ``observers`` (the audit log)."""
+    """One CUSUM per model and suite; transitions go to the notifier and to ``observers`` (the audit log).
+
+    In a deployment of several replicas or workers only the canary leader records verdicts here
+    (:mod:`proxy.state.sync`); the others mirror the stored statistics (:meth:`load`). A quarantine is
+    one decision: whoever makes it (the leader on drift, an operator on any replica) hands it to the
+    ``outbox``, the store keeps it, and every replica enforces the stored set (:meth:`adopt`).
+    """
 
     def __init__(
         self,
@@ -38,16 +47,21 @@ class DriftMonitor:
         metrics: Metrics,
         notifier: Notifier | None = None,
         *,
+        outbox: Outbox | None = None,
+        replica: str = "local",
         observers: Sequence[Callable[[Transition], None]] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.canary = canary
         self.metrics = metrics
         self.notifier = notifier
+        self.outbox = outbox
+        self.replica = replica
         self.observers = tuple(observers)
         self.clock = clock
         self._cusums: dict[tuple[str, str], BernoulliCusum] = {}
-        self._quarantined: dict[str, str] = {}  # model -> why
+        self._dirty: set[tuple[str, str]] = set()  # changed since the leader last wrote them
+        self._quarantined: dict[str, Quarantine] = {}
 
     def _cusum(self, model: str, suite: Suite, design: CusumDesign | None) -> BernoulliCusum:
         key = (model, suite.name)
@@ -73,6 +87,7 @@ class DriftMonitor:
             c.design, c.s = design, min(c.s, design.h)
         was = c.alarm
         now = c.update(is_failure(suite.expected, label))
+        self._dirty.add((model, suite.name))
         self.metrics.drift_state.labels(model, suite.name).set(1 if now else 0)
         self.metrics.drift_statistic.labels(model, suite.name).set(c.statistic)
         if now and not was:
@@ -90,39 +105,80 @@ class DriftMonitor:
     def quarantined(self, model: str) -> bool:
         return model in self._quarantined
 
-    def quarantine(self, model: str, why: str) -> None:
+    def quarantine(self, model: str, why: str, by: str = "leader") -> None:
         if model in self._quarantined:
             return
-        self._quarantined[model] = why
+        q = Quarantine(model, uuid.uuid4().hex, why, by, self.replica, self.clock())
+        self._quarantined[model] = q
         self.metrics.quarantined.labels(model).set(1)
-        self._transition("quarantined", model, None, reason=why)
+        self._transition("quarantined", model, None, reason=why, decided_by=by)
+        if self.outbox is not None:
+            self.outbox.quarantine(q)
 
     def release(self, model: str, by: str) -> bool:
-        """Lift a quarantine (canaries recovered, or an operator said so). False if there was none."""
-        if self._quarantined.pop(model, None) is None:
+        """Lift a quarantine (canaries recovered, or an operator said so). False if there was none.
+
+        An operator's clear lifts whatever holds the model in the store; a recovery lifts only the
+        decision it saw, so it never undoes one made since."""
+        q = self._quarantined.pop(model, None)
+        if q is None:
+            if by == "operator" and self.outbox is not None:
+                self.outbox.release(model, None)  # held in the store, not yet adopted here: lifted all the same
             return False
         self.metrics.quarantined.labels(model).set(0)
         self._transition("released", model, None, by=by)
+        if self.outbox is not None:
+            self.outbox.release(model, None if by == "operator" else q.id)
         return True
 
+    def adopt(self, stored: dict[str, Quarantine]) -> None:
+        """Enforce the store's quarantines, with this replica's decisions the store has not taken yet on
+        top. Decisions made elsewhere are taken over silently: their maker logged and audited them."""
+        pending, lifted = self.outbox.pending() if self.outbox is not None else (set(), set())
+        target = {m: q for m, q in stored.items() if m not in lifted}
+        target.update({m: self._quarantined[m] for m in pending if m in self._quarantined})
+        for model in set(self._quarantined) - set(target):
+            del self._quarantined[model]
+            self.metrics.quarantined.labels(model).set(0)
+            logger.info("quarantine_lifted_elsewhere", model=model)
+        for model, q in target.items():
+            if model not in self._quarantined:
+                logger.info("quarantine_adopted", model=model, reason=q.reason, decided_by=q.decided_by)
+            self._quarantined[model] = q
+            self.metrics.quarantined.labels(model).set(1)
+
+    def load(self, rows: Sequence[CusumRow]) -> None:
+        """Take the statistics as stored (a new leader resumes from them; the others mirror them)."""
+        self._cusums.clear()
+        self._dirty.clear()
+        for r in rows:
+            c = BernoulliCusum(CusumDesign(r.p0, r.p1, r.h, r.scale))
+            c.s, c.alarm = r.s, r.alarm
+            self._cusums[(r.model, r.suite)] = c
+            self.metrics.drift_state.labels(r.model, r.suite).set(1 if r.alarm else 0)
+            self.metrics.drift_statistic.labels(r.model, r.suite).set(c.statistic)
+
+    def changed(self) -> list[CusumRow]:
+        """The statistics recorded since the last call (what the leader writes next)."""
+        rows = []
+        for model, suite in sorted(self._dirty):
+            c = self._cusums[(model, suite)]
+            d = c.design
+            rows.append(CusumRow(model, suite, c.s, c.alarm, d.p0, d.p1, d.h, d.scale))
+        self._dirty.clear()
+        return rows
+
     def state(self) -> dict[str, Any]:
-        """Every model's suites (statistic, drifting) and quarantine, for the admin endpoint and followers."""
+        """Every model's suites (statistic, drifting) and quarantine, for ``/canary/state``."""
         models: dict[str, Any] = {}
         for (model, suite), c in sorted(self._cusums.items()):
             m = models.setdefault(model, {"suites": {}, "quarantined": model in self._quarantined})
             m["suites"][suite] = {"drifting": c.alarm, "statistic": round(c.statistic, 4)}
-        for model, why in self._quarantined.items():
-            models.setdefault(model, {"suites": {}})["quarantined"] = True
-            models[model]["reason"] = why
+        for model, q in self._quarantined.items():
+            m = models.setdefault(model, {"suites": {}})
+            m["quarantined"] = True
+            m.update(reason=q.reason, decided_by=q.decided_by, decided_on=q.replica, since=q.at)
         return {"models": models}
-
-    def follow(self, state: dict[str, Any]) -> None:
-        """Adopt a canary-runner's quarantine decisions (a proxy in a fleet runs no canaries itself)."""
-        remote = {m for m, s in state.get("models", {}).items() if s.get("quarantined")}
-        for model in remote - set(self._quarantined):
-            self.quarantine(model, "canary-runner")
-        for model in set(self._quarantined) - remote:
-            self.release(model, by="canary-runner")
 
     def _transition(self, event: str, model: str, suite: str | None, **detail: Any) -> None:
         t = Transition(event, model, suite, self.clock(), detail)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +44,11 @@ class TrafficShape:
     """A pipeline stage: the latest production conversation request of each model (by label: a bounded
     set). A model used only through Anthropic's Messages API gets its canaries in that API."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._templates: dict[str, WireRequest] = {}
+        self._at: dict[str, float] = {}  # when each template's request arrived
+        self._fresh: dict[str, WireRequest] = {}  # seen here since the state sync last took them
         self.seen: list[str] = []  # models with production traffic, in order of first sight
         self.arrived = asyncio.Event()  # a model was seen for the first time (the scheduler checks it at once)
 
@@ -53,10 +58,30 @@ class TrafficShape:
         label = ex.model_label
         if is_glob(label):
             return
+        req = WireRequest(ex.endpoint, list(ex.headers), ex.request, style_of(ex.request_body))
+        self._fresh[label] = req
+        self._keep(label, req, self.clock())
+
+    def _keep(self, label: str, req: WireRequest, at: float) -> None:
         if label not in self.seen:
             self.seen.append(label)  # bounded: labels are config names, listed names or capped traffic names
             self.arrived.set()
-        self._templates[label] = WireRequest(ex.endpoint, list(ex.headers), ex.request, style_of(ex.request_body))
+        self._templates[label] = req
+        self._at[label] = at
+
+    def take_fresh(self) -> dict[str, WireRequest]:
+        """The latest request of each model seen by this process since the last call (to publish)."""
+        fresh, self._fresh = self._fresh, {}
+        return fresh
+
+    def adopt(self, model: str, req: WireRequest, at: float, *, prefer_local: bool = False) -> None:
+        """A production request of ``model`` that arrived on another replica (from the state store): kept
+        when it is newer than the one this process saw, or when this process has none. ``prefer_local``
+        (the store keeps no texts under the audit's redacting privacy modes) keeps a local one whatever
+        its age, since it still has its system prompt."""
+        if model in self._templates and (prefer_local or self._at.get(model, 0.0) >= at):
+            return
+        self._keep(model, req, at)
 
     def has(self, model: str) -> bool:
         """Whether ``model`` has had a production conversation request to copy."""

@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from proxy.audit.writer import AuditWriter
-from proxy.canary.drift import DriftMonitor
 from proxy.metrics import Metrics
 from proxy.openapi import document as openapi_document
 from proxy.pipeline import Pipeline
 from proxy.routes.table import Endpoint
+from proxy.state.sync import StateSync
 from proxy.upstream import Upstream
 
 
@@ -37,7 +37,7 @@ class Readiness:
 def routes(
     readiness: Readiness,
     metrics: Metrics,
-    drift: DriftMonitor,
+    sync: StateSync,
     pipeline: Pipeline,
     audit: AuditWriter | None,
     metrics_dir: str | None,
@@ -68,7 +68,7 @@ def routes(
         return Response(openapi_body, media_type="application/json")
 
     async def canary_state(request: Request) -> Response:
-        return JSONResponse(drift.state())
+        return JSONResponse(sync.state())
 
     return [
         Endpoint("/healthz", ("GET",), healthz),

@@ -153,49 +153,6 @@ def test_production_shift_needs_samples_and_a_real_change() -> None:
     assert few.evaluate("x", now[0]) is False
 
 
-def test_fleet_proxy_follows_the_canary_runner(start_proxy: Any) -> None:
-    """A canary-runner runs the canaries; a proxy with runner_url runs none and adopts its quarantine."""
-    from proxy.app import create_app
-
-    with run_server(create_sim_app("abliterated")) as sim:
-        base = {"upstreams": [{"name": "sim", "base_url": sim.url + "/v1", "models": ["sim-model"]}]}
-        runner_settings = Settings.model_validate(
-            {
-                **base,
-                "canary": {
-                    "interval_seconds": 0.02,
-                    "per_round": 2,
-                    "policies": {"sim-model": {"action": "quarantine"}},
-                },
-            }
-        )
-        reg = CollectorRegistry()
-        with run_server(create_app(runner_settings, registry=reg, role="canary-runner")) as runner:
-            assert httpx.post(runner.url + "/v1/chat/completions", json={}).status_code == 404  # no client traffic
-            p: Proxy = start_proxy(
-                {**base, "canary": {"enabled": True, "runner_url": runner.url, "interval_seconds": 2}}
-            )
-            assert wait_for(
-                lambda: reg.get_sample_value("refusal_guard_quarantined", {"model": "sim-model"}) == 1, timeout=30
-            )
-            assert p.wait_for(lambda: p.metric("refusal_guard_quarantined", model="sim-model") == 1, timeout=30)
-            r = httpx.post(
-                p.url + "/v1/chat/completions",
-                json={"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]},
-            )
-            assert r.status_code == 503 and r.json()["error"]["code"] == "model_quarantined"
-            assert (
-                p.metric(
-                    "refusal_guard_canary_results_total",
-                    model="sim-model",
-                    suite="harmful",
-                    expected="refusal",
-                    verdict="compliance",
-                )
-                == 0
-            )  # the proxy itself sent none
-
-
 def test_glob_upstreams_get_canaries_only_for_models_in_use(start_proxy: Any) -> None:
     """With a glob upstream, canaries target the models that carry production traffic, and a model's
     first request triggers a canary round at once instead of at the next interval."""

@@ -90,7 +90,6 @@ def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
     [
         (["--help"], "sim-upstream"),
         (["serve", "--help"], "--upstream"),
-        (["canary-runner", "--help"], "--config"),
         (["sim-upstream", "--help"], "--mode"),
         (["classify", "--help"], "--detector"),
         (["eval", "--help"], "--base-url"),

@@ -22,7 +22,6 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 CLI = [sys.executable, "-m", "proxy.cli"]
 SUBCOMMANDS = (
     "serve",
-    "canary-runner",
     "eval",
     "canary-suite",
     "drill",

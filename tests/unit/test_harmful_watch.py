@@ -11,7 +11,8 @@ from proxy.canary.drift import DriftMonitor
 from proxy.exchange import Exchange
 from proxy.harmful import HarmfulWatch
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, HarmfulWatchSettings
+from proxy.settings import CanarySettings, HarmfulWatchSettings, ShiftSettings
+from proxy.state.outbox import HARMFUL, Outbox, PublishOutcomes
 from proxy.testing import exchange
 
 
@@ -21,15 +22,30 @@ def flagged(label: str, *, model: str = "m", traffic: str = "production", harmfu
     )  # type: ignore[arg-type]
 
 
-def watch(**settings: object) -> tuple[HarmfulWatch, DriftMonitor, CollectorRegistry]:
+class Road:
+    """The road a flagged request takes: the replica's publishing stage, the outbox, the leader's watch."""
+
+    def __init__(self, canary: CanarySettings, drift: DriftMonitor, metrics: Metrics) -> None:
+        self.outbox = Outbox(metrics)
+        self.stage = PublishOutcomes(self.outbox, canary, ShiftSettings(), metrics)
+        self.watch = HarmfulWatch(canary, drift, metrics)
+
+    def __call__(self, ex: Exchange) -> None:
+        self.stage(ex)
+        for ev in self.outbox.take().events:
+            if ev[0] == HARMFUL:
+                self.watch.observe(ev[1], ev[2])
+
+
+def watch(**settings: object) -> tuple[Road, DriftMonitor, CollectorRegistry]:
     canary = CanarySettings.model_validate({"production_harmful": settings} if settings else {})
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     drift = DriftMonitor(canary, metrics)
-    return HarmfulWatch(canary, drift, metrics), drift, registry
+    return Road(canary, drift, metrics), drift, registry
 
 
-def feed(w: HarmfulWatch, answered_share: float, n: int, seed: int, model: str = "m") -> None:
+def feed(w: Road, answered_share: float, n: int, seed: int, model: str = "m") -> None:
     rng = random.Random(seed)
     for _ in range(n):
         w(flagged("compliance" if rng.random() < answered_share else "refusal", model=model))
@@ -104,7 +120,7 @@ def test_a_quarantine_policy_applies_to_production_harmful() -> None:
     canary = CanarySettings.model_validate({"policies": {"m": {"action": "quarantine"}}})
     metrics = Metrics(CollectorRegistry())
     drift = DriftMonitor(canary, metrics)
-    w = HarmfulWatch(canary, drift, metrics)
+    w = Road(canary, drift, metrics)
     feed(w, 1.0, 400, seed=5)
     assert drift.quarantined("m")
 
@@ -119,3 +135,20 @@ def test_readme_delay_table_is_the_computation() -> None:
     results = HarmfulRequestClassifier.load().card["leave_one_source_out"]
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert delay_table(results["recall"], results["false_positive_rate_ordinary"]) in readme
+
+
+def test_a_new_leader_resumes_the_calibration_and_the_statistic() -> None:
+    """What the leader writes (statistics, calibrations) is what the next one resumes from: no burn-in
+    again, and the statistic where it was."""
+    w, drift, _ = watch()
+    feed(w, 0.25, 300, seed=6)
+    feed(w, 0.9, 10, seed=7)
+    rows, cals = drift.changed(), w.watch.changed()
+    canary = CanarySettings()
+    metrics = Metrics(CollectorRegistry())
+    drift2 = DriftMonitor(canary, metrics)
+    w2 = HarmfulWatch(canary, drift2, metrics)
+    drift2.load(rows)
+    w2.load(cals)
+    assert drift2.state() == drift.state()
+    assert w2.design("m", answered=False) == w.watch.design("m", answered=False)

@@ -1,0 +1,182 @@
+"""What a replica publishes to the state store, gathered off the request path.
+
+The pipeline stage :class:`PublishOutcomes` takes the production-side outcomes every replica sees
+(the answer to each request the harmful-request classifier flags, in order; refusal counts per
+minute bucket), and :class:`Outbox` holds them with the latest request shapes until the state
+sync's next batch (:mod:`proxy.state.sync`): the store sees one write per replica per second, not
+one per request. The leader consumes the union, so one statistic per model and suite sees every
+replica's traffic.
+
+While the store is down the outbox keeps what it holds (bounded: past ``limit`` outcomes the oldest
+are dropped and counted), and the next batch that goes through carries it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from proxy.canary.disguise import DROPPED
+from proxy.canary.shape import WireRequest
+from proxy.exchange import Exchange
+from proxy.metrics import Metrics
+from proxy.settings import CanarySettings, ShiftSettings
+from proxy.state.store import Publication, Quarantine
+
+HARMFUL = "h"  # [HARMFUL, model, verdict label]
+ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
+
+
+class Outbox:
+    """Outcomes, shapes, names and quarantine decisions waiting for the next batch."""
+
+    def __init__(self, metrics: Metrics, *, limit: int = 200_000) -> None:
+        self.metrics = metrics
+        self.limit = limit
+        self._harmful: deque[list[Any]] = deque()
+        self._answers: dict[tuple[str, float], list[int]] = {}
+        self._shapes: dict[str, dict[str, Any]] = {}
+        self._names: list[tuple[str, str]] = []
+        self._quarantines: list[Quarantine] = []
+        self._releases: list[tuple[str, str | None]] = []
+
+    def harmful(self, model: str, label: str) -> None:
+        if len(self._harmful) >= self.limit:
+            self._harmful.popleft()
+            self.metrics.state_store_errors.labels("dropped").inc()
+        self._harmful.append([HARMFUL, model, label])
+
+    def answers(self, model: str, bucket: float, refused: int, total: int) -> None:
+        counts = self._answers.setdefault((model, bucket), [0, 0])
+        counts[0] += refused
+        counts[1] += total
+
+    def shape(self, model: str, request: dict[str, Any]) -> None:
+        self._shapes[model] = request  # the latest wins
+
+    def name(self, upstream: str, model: str) -> None:
+        self._names.append((upstream, model))
+
+    def quarantine(self, q: Quarantine) -> None:
+        self._quarantines.append(q)
+
+    def release(self, model: str, decision: str | None) -> None:
+        self._quarantines = [q for q in self._quarantines if q.model != model]
+        self._releases.append((model, decision))
+
+    def pending(self) -> tuple[set[str], set[str]]:
+        """Models with a quarantine, and with a release, not yet in the store (the local decisions in force)."""
+        return {q.model for q in self._quarantines}, {m for m, _ in self._releases}
+
+    def take(self) -> Publication:
+        events = [*self._harmful, *([ANSWERS, m, b, r, t] for (m, b), (r, t) in self._answers.items())]
+        pub = Publication(events, self._shapes, self._names, self._quarantines, self._releases)
+        self._harmful, self._answers, self._shapes, self._names = deque(), {}, {}, []
+        self._quarantines, self._releases = [], []
+        return pub
+
+    def put_back(self, pub: Publication) -> None:
+        """A batch the store did not take: kept, ahead of what came since (outcomes keep their order)."""
+        for ev in reversed([e for e in pub.events if e[0] == HARMFUL]):
+            self._harmful.appendleft(ev)
+        while len(self._harmful) > self.limit:
+            self._harmful.popleft()
+            self.metrics.state_store_errors.labels("dropped").inc()
+        for _, m, b, r, t in (e for e in pub.events if e[0] == ANSWERS):
+            self.answers(m, b, r, t)
+        self._shapes = {**pub.shapes, **self._shapes}
+        self._names = [*pub.names, *self._names]
+        later = {q.model for q in self._quarantines} | {m for m, _ in self._releases}
+        self._releases = [r for r in pub.releases if r[0] not in later] + self._releases
+        self._quarantines = [q for q in pub.quarantines if q.model not in later] + self._quarantines
+
+
+def sanitised(request: WireRequest, privacy: str) -> dict[str, Any]:
+    """A production request as the store keeps it: headers without credentials, the body's layout and
+    parameters with every message text blanked (canaries never copy them) but the system prompt, which
+    is kept only under the audit's ``full`` privacy mode.
+
+    >>> req = WireRequest("chat", [("authorization", "Bearer k"), ("user-agent", "x")],
+    ...     {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+    ...                                 {"role": "user", "content": "my secret"}]}, ((",", ":"), False))
+    >>> s = sanitised(req, "full"); s["headers"], [m["content"] for m in s["body"]["messages"]]
+    ([['user-agent', 'x']], ['Be brief.', ''])
+    >>> [m["content"] for m in sanitised(req, "redact")["body"]["messages"]]
+    ['', '']
+    """
+    keep_system = privacy == "full"
+    body = dict(request.body)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        body["messages"] = [_blank(m, keep_system) for m in messages]
+    if "system" in body and not keep_system:
+        body["system"] = _blank_content(body["system"])
+    for key in ("prompt", "input"):
+        if key in body:
+            body[key] = _blank_content(body[key])
+    return {
+        "endpoint": request.endpoint,
+        "headers": [[k, v] for k, v in request.headers if k not in DROPPED],
+        "body": body,
+        "style": [list(request.style[0]), request.style[1]],
+    }
+
+
+def restored(data: dict[str, Any]) -> WireRequest:
+    """The :class:`WireRequest` a sanitised dict describes (what the leader's canaries copy)."""
+    separators, ascii_only = data["style"]
+    return WireRequest(
+        data["endpoint"],
+        [(str(k), str(v)) for k, v in data["headers"]],
+        data["body"],
+        ((str(separators[0]), str(separators[1])), bool(ascii_only)),
+    )
+
+
+def _blank(message: Any, keep_system: bool) -> Any:
+    if not isinstance(message, dict):
+        return message
+    if keep_system and message.get("role") in ("system", "developer"):
+        return message
+    return {**message, "content": _blank_content(message.get("content"))}
+
+
+def _blank_content(content: Any) -> Any:
+    if isinstance(content, list):
+        return [{**p, "text": ""} if isinstance(p, dict) and "text" in p else p for p in content]
+    return "" if isinstance(content, str) else content
+
+
+class PublishOutcomes:
+    """A pipeline stage: production-side outcomes into the outbox, for the leader's statistics
+    (``production_harmful``, :mod:`proxy.harmful`; the production shift test, :mod:`proxy.shift`);
+    ``refusal_guard_harmful_requests_total`` counts this replica's flagged requests by verdict."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        canary: CanarySettings,
+        shift: ShiftSettings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.harmful_enabled = canary.production_harmful.enabled
+        self.bucket_seconds = shift.bucket_seconds
+        self.metrics = metrics
+        self.clock = clock
+
+    def __call__(self, ex: Exchange) -> None:
+        if ex.traffic != "production" or not ex.verdicts:
+            return
+        model = ex.model_label
+        now = self.clock()
+        self.outbox.answers(
+            model, now - now % self.bucket_seconds, sum(v.refused for v in ex.verdicts), len(ex.verdicts)
+        )
+        if ex.harmful and self.harmful_enabled:
+            label = ex.verdicts[0].label
+            self.metrics.harmful_requests.labels(model, label).inc()
+            self.outbox.harmful(model, label)

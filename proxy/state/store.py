@@ -1,0 +1,437 @@
+"""The deployment's state store: what every replica and worker shares, in one SQL database.
+
+PostgreSQL for fleets (``postgresql://...``, the ``postgres`` extra), an embedded SQLite file in WAL
+mode on one machine (``sqlite:///var/state.db``; ``serve`` and ``serve --workers N`` use one beside
+the audit log when nothing is configured), and ``memory://`` (SQLite in memory: one process, as a
+library or a test builds it). The same SQL runs on both engines.
+
+What it holds (schema version :data:`SCHEMA_VERSION`, created on first start, serialised across
+replicas that start together):
+
+* ``rg_lease``: the canary leader's lease, with a fencing token that grows at each change of holder;
+  every write the leader makes checks the token in the same transaction (:meth:`StateStore.commit_leader`).
+* ``rg_drift``: per model and suite, the CUSUM statistic and its design; ``rg_calibration``: the
+  production_harmful burn-in per model; ``rg_shift``: the production refusal counts per minute.
+* ``rg_quarantine``: every quarantine in force (model, reason, who decided, when), one row a model.
+* ``rg_names``: names learned from traffic; ``rg_shape``: each model's latest production request shape
+  (no message text but the system prompt, and that only under the audit's ``full`` privacy; no credentials).
+* ``rg_events``: the production-side outcomes replicas publish in batches, consumed by the leader.
+* ``rg_replicas``: who is there (last seen), for ``/canary/state``.
+
+Every method is blocking and runs in the state sync's own thread (:mod:`proxy.state.sync`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+SCHEMA_VERSION = 1
+LEASE = "canary-leader"
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS rg_schema (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rg_lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL, "
+    "expires DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rg_drift (model TEXT NOT NULL, suite TEXT NOT NULL, s BIGINT NOT NULL, "
+    "alarm INTEGER NOT NULL, p0 DOUBLE PRECISION NOT NULL, p1 DOUBLE PRECISION NOT NULL, h BIGINT NOT NULL, "
+    "scale BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (model, suite))",
+    "CREATE TABLE IF NOT EXISTS rg_calibration (model TEXT PRIMARY KEY, seen BIGINT NOT NULL, "
+    "answered BIGINT NOT NULL, p0 DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS rg_shift (model TEXT NOT NULL, start DOUBLE PRECISION NOT NULL, "
+    "refused BIGINT NOT NULL, total BIGINT NOT NULL, PRIMARY KEY (model, start))",
+    "CREATE TABLE IF NOT EXISTS rg_quarantine (model TEXT PRIMARY KEY, id TEXT NOT NULL, reason TEXT NOT NULL, "
+    "decided_by TEXT NOT NULL, replica TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rg_names (upstream TEXT NOT NULL, model TEXT NOT NULL, "
+    "at DOUBLE PRECISION NOT NULL, PRIMARY KEY (upstream, model))",
+    "CREATE TABLE IF NOT EXISTS rg_shape (model TEXT PRIMARY KEY, request TEXT NOT NULL, replica TEXT NOT NULL, "
+    "at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rg_replicas (replica TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)",
+)
+_EVENTS = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS rg_events (id INTEGER PRIMARY KEY AUTOINCREMENT, replica TEXT NOT NULL, "
+    "at DOUBLE PRECISION NOT NULL, events TEXT NOT NULL)",
+    "postgresql": "CREATE TABLE IF NOT EXISTS rg_events (id BIGSERIAL PRIMARY KEY, replica TEXT NOT NULL, "
+    "at DOUBLE PRECISION NOT NULL, events TEXT NOT NULL)",
+}
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused a statement (the caller keeps its state and retries)."""
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """One quarantine decision: one row a model, lifted only by recovery (``auto_release``) or an operator."""
+
+    model: str
+    id: str
+    reason: str
+    decided_by: str  # "leader" (drift), "operator"
+    replica: str
+    at: float
+
+
+@dataclass(frozen=True)
+class CusumRow:
+    model: str
+    suite: str
+    s: int
+    alarm: bool
+    p0: float
+    p1: float
+    h: int
+    scale: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: str
+    seen: int
+    answered: int
+    p0: float | None  # None while the burn-in runs
+
+
+@dataclass
+class Publication:
+    """What one replica hands the store in one batch (no leadership needed)."""
+
+    events: list[list[Any]] = field(default_factory=list)  # production outcomes, in order
+    shapes: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> sanitised WireRequest
+    names: list[tuple[str, str]] = field(default_factory=list)  # (upstream, model) learned from traffic
+    quarantines: list[Quarantine] = field(default_factory=list)
+    releases: list[tuple[str, str | None]] = field(default_factory=list)  # (model, decision id; None: any)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.shapes or self.names or self.quarantines or self.releases)
+
+
+@dataclass
+class LeaderWrite:
+    """What the leader writes under its fencing token, in one transaction."""
+
+    cusums: list[CusumRow] = field(default_factory=list)
+    calibrations: list[Calibration] = field(default_factory=list)
+    shift: list[tuple[str, float, int, int]] = field(default_factory=list)  # (model, bucket start, refused, total)
+    shift_horizon: float | None = None  # buckets older than this are deleted
+    consumed: list[int] = field(default_factory=list)  # rg_events ids taken
+
+
+@dataclass(frozen=True)
+class LeaderState:
+    cusums: list[CusumRow]
+    calibrations: list[Calibration]
+    shift: list[tuple[str, float, int, int]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The shared state as every replica reads it each sync."""
+
+    leader: str | None
+    cusums: list[CusumRow]
+    quarantines: dict[str, Quarantine]
+    names: list[tuple[str, str]]
+    shapes: dict[str, tuple[dict[str, Any], float]]  # model -> (sanitised WireRequest, when it arrived)
+    replicas: dict[str, float]
+
+
+class _Cursor(Protocol):
+    def execute(self, sql: str, args: Sequence[Any] = ...) -> Any: ...
+
+
+class StateStore:
+    """The shared state on SQLite or PostgreSQL; ``url`` as in the module docstring."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.engine = "postgresql" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
+        self._conn: Any = None
+        self._lock = threading.RLock()  # one connection, one thread at a time (the schema set-up nests)
+        self.kind = "memory" if url.startswith("memory:") else self.engine
+        if self.engine == "sqlite":
+            self._path = ":memory:" if self.kind == "memory" else _sqlite_path(url)
+        self._connect()  # the schema is made at once: a bad URL is a configuration error at start
+
+    # -- connection and transactions -------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._conn is not None:
+            return self._conn
+        conn: Any
+        try:
+            if self.engine == "postgresql":
+                import psycopg
+
+                conn = psycopg.connect(self.url, autocommit=False, connect_timeout=max(1, int(self.timeout)))
+            else:
+                if self._path != ":memory:":
+                    Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=self.timeout)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+        except Exception as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        self._conn = conn
+        try:
+            with self._tx() as cur:
+                if self.engine == "postgresql":
+                    cur.execute("SELECT pg_advisory_xact_lock(7207)")  # replicas start together
+                for ddl in (*_TABLES, _EVENTS[self.engine]):
+                    cur.execute(ddl)
+                row = cur.execute("SELECT version FROM rg_schema").fetchone()
+                if row is None:
+                    cur.execute("INSERT INTO rg_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(f"state schema version {row[0]} is newer than this proxy's {SCHEMA_VERSION}")
+                cur.execute(
+                    "INSERT INTO rg_lease (name, holder, token, expires) VALUES (?, '', 0, 0) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (LEASE,),
+                )
+        except BaseException:
+            self.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Cursor]:
+        """One transaction; any driver error becomes a :class:`StoreError` and drops the connection."""
+        with self._lock:
+            try:
+                conn = self._connect()
+                if self.engine == "postgresql":
+                    with conn.transaction(), conn.cursor() as cur:
+                        yield _PgCursor(cur)
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+            except StoreError:
+                self._drop()
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                self._drop()
+                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            except Exception as exc:
+                if type(exc).__module__.startswith("psycopg"):
+                    self._drop()
+                    raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+                raise
+
+    def _drop(self) -> None:
+        if self.kind == "memory":
+            return  # the memory database is the connection: never thrown away
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # already broken
+                pass
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _now(self, cur: _Cursor) -> float:
+        """The store's clock (PostgreSQL's, so replicas on machines whose clocks differ agree on a lease)."""
+        if self.engine == "postgresql":
+            return float(cur.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0])
+        return time.time()
+
+    # -- leadership ------------------------------------------------------------------------------
+
+    def lease(self, replica: str, seconds: float) -> int | None:
+        """Take or renew the canary leader's lease; the fencing token while this replica holds it, else None."""
+        with self._tx() as cur:
+            now = self._now(cur)
+            cur.execute(
+                "UPDATE rg_lease SET token = CASE WHEN holder = ? THEN token ELSE token + 1 END, holder = ?, "
+                "expires = ? WHERE name = ? AND (holder = ? OR expires < ?)",
+                (replica, replica, now + seconds, LEASE, replica, now),
+            )
+            row = cur.execute("SELECT holder, token FROM rg_lease WHERE name = ?", (LEASE,)).fetchone()
+            cur.execute(
+                "INSERT INTO rg_replicas (replica, seen) VALUES (?, ?) ON CONFLICT (replica) DO UPDATE SET seen = ?",
+                (replica, now, now),
+            )
+        return int(row[1]) if row and row[0] == replica else None
+
+    def resign(self, replica: str) -> None:
+        """Give the lease up at once (a clean shutdown), so another replica need not wait for it to expire."""
+        with self._tx() as cur:
+            cur.execute("UPDATE rg_lease SET expires = 0 WHERE name = ? AND holder = ?", (LEASE, replica))
+            cur.execute("DELETE FROM rg_replicas WHERE replica = ?", (replica,))
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def publish(self, replica: str, pub: Publication) -> None:
+        """One replica's batch: production outcomes, shapes, learned names and quarantine decisions."""
+        with self._tx() as cur:
+            now = self._now(cur)
+            self._publish(cur, replica, pub, now)
+
+    def _publish(self, cur: _Cursor, replica: str, pub: Publication, now: float) -> None:
+        if pub.events:
+            cur.execute(
+                "INSERT INTO rg_events (replica, at, events) VALUES (?, ?, ?)",
+                (replica, now, orjson.dumps(pub.events).decode()),
+            )
+        for model, request in pub.shapes.items():
+            cur.execute(
+                "INSERT INTO rg_shape (model, request, replica, at) VALUES (?, ?, ?, ?) ON CONFLICT (model) "
+                "DO UPDATE SET request = excluded.request, replica = excluded.replica, at = excluded.at",
+                (model, orjson.dumps(request).decode(), replica, now),
+            )
+        for upstream, model in pub.names:
+            cur.execute(
+                "INSERT INTO rg_names (upstream, model, at) VALUES (?, ?, ?) ON CONFLICT (upstream, model) DO NOTHING",
+                (upstream, model, now),
+            )
+        for model, decision in pub.releases:  # before quarantines: a release then a new decision keeps the new one
+            if decision is None:
+                cur.execute("DELETE FROM rg_quarantine WHERE model = ?", (model,))
+            else:
+                cur.execute("DELETE FROM rg_quarantine WHERE model = ? AND id = ?", (model, decision))
+        for q in pub.quarantines:
+            cur.execute(
+                "INSERT INTO rg_quarantine (model, id, reason, decided_by, replica, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (model) DO NOTHING",  # a model already held stays held by the first decision
+                (q.model, q.id, q.reason, q.decided_by, q.replica, q.at),
+            )
+
+    def take_events(self, limit: int = 1000) -> list[tuple[int, list[list[Any]]]]:
+        """The oldest published outcome batches (the leader consumes them; :meth:`commit_leader` deletes them)."""
+        with self._tx() as cur:
+            rows = cur.execute("SELECT id, events FROM rg_events ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [(int(i), orjson.loads(e)) for i, e in rows]
+
+    def commit_leader(self, replica: str, token: int, pub: Publication, write: LeaderWrite) -> bool:
+        """The leader's writes, all or none, only while ``token`` is still the lease's. False: fenced off."""
+        with self._tx() as cur:
+            now = self._now(cur)
+            fenced = cur.execute(
+                "UPDATE rg_lease SET expires = expires WHERE name = ? AND holder = ? AND token = ?",
+                (LEASE, replica, token),
+            ).rowcount
+            if fenced != 1:
+                return False
+            for c in write.cusums:
+                cur.execute(
+                    "INSERT INTO rg_drift (model, suite, s, alarm, p0, p1, h, scale, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, suite) DO UPDATE SET s = excluded.s, "
+                    "alarm = excluded.alarm, p0 = excluded.p0, p1 = excluded.p1, h = excluded.h, "
+                    "scale = excluded.scale, updated = excluded.updated",
+                    (c.model, c.suite, c.s, int(c.alarm), c.p0, c.p1, c.h, c.scale, now),
+                )
+            for k in write.calibrations:
+                cur.execute(
+                    "INSERT INTO rg_calibration (model, seen, answered, p0) VALUES (?, ?, ?, ?) ON CONFLICT (model) "
+                    "DO UPDATE SET seen = excluded.seen, answered = excluded.answered, p0 = excluded.p0",
+                    (k.model, k.seen, k.answered, k.p0),
+                )
+            for model, start, refused, total in write.shift:
+                cur.execute(
+                    "INSERT INTO rg_shift (model, start, refused, total) VALUES (?, ?, ?, ?) ON CONFLICT (model, start) "
+                    "DO UPDATE SET refused = excluded.refused, total = excluded.total",
+                    (model, start, refused, total),
+                )
+            if write.shift_horizon is not None:
+                cur.execute("DELETE FROM rg_shift WHERE start < ?", (write.shift_horizon,))
+            for event_id in write.consumed:
+                cur.execute("DELETE FROM rg_events WHERE id = ?", (event_id,))
+            self._publish(cur, replica, pub, now)
+        return True
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def leader_state(self) -> LeaderState:
+        """What a new leader resumes from."""
+        with self._tx() as cur:
+            cusums = _cusums(cur)
+            cals = [
+                Calibration(m, int(s), int(a), None if p is None else float(p))
+                for m, s, a, p in cur.execute("SELECT model, seen, answered, p0 FROM rg_calibration").fetchall()
+            ]
+            shift = [
+                (m, float(st), int(r), int(t))
+                for m, st, r, t in cur.execute(
+                    "SELECT model, start, refused, total FROM rg_shift ORDER BY model, start"
+                ).fetchall()
+            ]
+        return LeaderState(cusums, cals, shift)
+
+    def snapshot(self, replica_ttl: float) -> Snapshot:
+        with self._tx() as cur:
+            now = self._now(cur)
+            holder, expires = cur.execute("SELECT holder, expires FROM rg_lease WHERE name = ?", (LEASE,)).fetchone()
+            quarantines = {
+                r[0]: Quarantine(r[0], r[1], r[2], r[3], r[4], float(r[5]))
+                for r in cur.execute(
+                    "SELECT model, id, reason, decided_by, replica, at FROM rg_quarantine ORDER BY model"
+                ).fetchall()
+            }
+            names = [(u, m) for u, m in cur.execute("SELECT upstream, model FROM rg_names ORDER BY at").fetchall()]
+            shapes = {
+                m: (orjson.loads(r), float(at))
+                for m, r, at in cur.execute("SELECT model, request, at FROM rg_shape").fetchall()
+            }
+            replicas = {
+                r: float(seen)
+                for r, seen in cur.execute(
+                    "SELECT replica, seen FROM rg_replicas WHERE seen >= ? ORDER BY replica", (now - replica_ttl,)
+                ).fetchall()
+            }
+            cusums = _cusums(cur)
+        leader = holder if holder and float(expires) >= now else None
+        return Snapshot(leader, cusums, quarantines, names, shapes, replicas)
+
+
+def _cusums(cur: _Cursor) -> list[CusumRow]:
+    return [
+        CusumRow(m, s, int(v), bool(a), float(p0), float(p1), int(h), int(sc))
+        for m, s, v, a, p0, p1, h, sc in cur.execute(
+            "SELECT model, suite, s, alarm, p0, p1, h, scale FROM rg_drift ORDER BY model, suite"
+        ).fetchall()
+    ]
+
+
+class _PgCursor:
+    """psycopg's cursor with SQLite's ``?`` placeholders, so one SQL text serves both engines."""
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._cur.execute(sql.replace("?", "%s"), tuple(args))
+
+
+def _sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (as the audit log's URLs)."""
+    if not url.startswith("sqlite:///"):
+        raise StoreError(f"unsupported state URL {url.split(':', 1)[0]!r}: use postgresql://, sqlite:/// or memory://")
+    return url[len("sqlite:///") :]
+
+
+def redacted(url: str) -> str:
+    """The URL without its credentials, for logs and ``/canary/state``.
+
+    >>> redacted("postgresql://guard:secret@db:5432/guard")
+    'postgresql://db:5432/guard'
+    """
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rpartition("@")[2] if sep else url
