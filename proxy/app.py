@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry
 
 from detectors import Detector, load_detector
@@ -36,9 +37,9 @@ from proxy.routing import Router
 from proxy.service import ProxyService
 from proxy.settings import Settings, UpstreamConfig
 from proxy.shift import ProductionShift
+from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine
 from proxy.state.outbox import Outbox, PublishOutcomes
 from proxy.state.sync import StateSync, replica_id
-from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine
 from proxy.upstream import OpenAIUpstream, Upstream
 
 
@@ -118,20 +119,11 @@ def create_app(
     scheduler = (
         CanaryScheduler(canary, suites, router, pipeline, metrics, shape, clock=clock) if canary.enabled else None
     )
+    harm_watch = HarmfulWatch(canary, drift, metrics)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
-        settings.state.url or "memory://",
-        settings.state,
-        replica=replica,
-        drift=drift,
-        harm=HarmfulWatch(canary, drift, metrics),
-        shift=shift,
-        shape=shape,
-        catalog=catalog,
-        outbox=outbox,
-        scheduler=scheduler,
-        metrics=metrics,
-        privacy=settings.audit.privacy,
-    )
+        settings.state.url or "memory://", settings.state, replica=replica, drift=drift, harm=harm_watch, shift=shift,
+        shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics, privacy=settings.audit.privacy,
+    )  # fmt: skip
     readiness = ops.Readiness(ups, settings.readiness_cache_seconds)
     table = RouteTable(
         [

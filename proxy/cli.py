@@ -21,7 +21,8 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.logs import configure_logging
     from proxy.server import options
-    from proxy.settings import load_settings, with_state_default
+    from proxy.settings import load_settings
+    from proxy.state.location import with_state_default
 
     try:
         settings = load_settings(

@@ -21,7 +21,7 @@ from proxy.canary.suites import Suite
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, HarmfulWatchSettings
-from proxy.state.store import Calibration
+from proxy.state.records import Calibration
 
 SUITE = Suite(PRODUCTION_HARMFUL, "refusal", (), design_key=PRODUCTION_HARMFUL)
 

@@ -8,7 +8,7 @@ config *names* (a secret never sits in a config file), and the few variables tha
 to worker processes and libraries (:func:`worker_settings`, :func:`export_worker_env`,
 :func:`prepare_litellm`). ``tests/unit/test_layout.py`` holds the rest of the tree to it.
 
-Example file::
+Example file (every field: ``deploy/guard.example.yaml``)::
 
     upstreams:
       - name: vllm
@@ -16,11 +16,6 @@ Example file::
         api_key_env: VLLM_API_KEY
         models: ["meta-llama/*", "qwen2.5-7b"]
         timeouts: {connect: 5, read: 300}
-      - name: claude
-        provider: litellm            # not OpenAI-compatible: goes through litellm
-        models: ["claude-*"]
-        litellm_model: "anthropic/{model}"
-        api_key_env: ANTHROPIC_API_KEY
     client_keys:                     # sha256 hex of each accepted key; empty = no client auth
       - id: team-a
         sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
@@ -216,24 +211,12 @@ class AuditSettings(_Frozen):
 
 
 class StateSettings(_Frozen):
-    """The state store every replica and worker shares (:mod:`proxy.state`): drift, quarantines, shapes.
+    """The store every replica and worker shares (:mod:`proxy.state`); unset url: ``proxy.state.location``."""
 
-    ``url``: ``postgresql://...`` for a fleet, ``sqlite:///path.db`` on one machine, ``memory://`` for
-    one process. Unset: ``serve`` puts a SQLite file beside a SQLite audit log (else
-    ``var/state.db``, see :func:`default_state_url`); ``create_app`` alone keeps it in memory.
-    """
-
-    url: str | None = None
+    url: str | None = Field(default=None, pattern=r"^(postgresql://|postgres://|sqlite:///|memory://)")
     sync_seconds: float = Field(default=1.0, gt=0, le=5)  # how often each replica publishes and reads
     lease_seconds: float = Field(default=6.0, ge=2, le=60)  # the canary leader's lease
     timeout_seconds: float = Field(default=5.0, gt=0)  # per store call
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("postgresql://", "postgres://", "sqlite:///", "memory://")):
-            raise ValueError("state.url must be postgresql://..., sqlite:///path or memory://")
-        return v
 
 
 class ShiftSettings(_Frozen):
@@ -388,28 +371,6 @@ def load_settings(
     over.pop("upstream_api_key_env", None)
     data.update({k: v for k, v in over.items() if v is not None})
     return Settings.model_validate(data)
-
-
-def default_state_url(settings: Settings) -> str:
-    """The embedded store ``serve`` uses when none is configured: a SQLite file beside a SQLite audit log,
-    so every worker on the machine shares it (and a restart resumes from it), else ``var/state.db``.
-
-    >>> default_state_url(Settings(audit={"url": "sqlite:////srv/guard/audit.db"}))
-    'sqlite:////srv/guard/state.db'
-    """
-    if settings.state.url:
-        return settings.state.url
-    audit = settings.audit.url
-    if settings.audit.enabled and audit.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(audit[len("sqlite:///") :]).with_name("state.db"))
-    return "sqlite:///var/state.db"
-
-
-def with_state_default(settings: Settings) -> Settings:
-    """``settings`` with :func:`default_state_url` filled in."""
-    return settings.model_copy(
-        update={"state": settings.state.model_copy(update={"url": default_state_url(settings)})}
-    )
 
 
 # -- variables that carry settings to other processes and libraries --------------------------------

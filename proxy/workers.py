@@ -27,7 +27,8 @@ from proxy.audit.sinks import default_spool
 from proxy.edge import EdgeProtocol
 from proxy.logs import configure_logging
 from proxy.server import options
-from proxy.settings import Settings, export_worker_env, multiproc_dir, with_state_default, worker_settings
+from proxy.settings import Settings, export_worker_env, multiproc_dir, worker_settings
+from proxy.state.location import with_state_default
 
 _slot_lock: IO[bytes] | None = None  # held for the worker's lifetime
 

@@ -22,7 +22,7 @@ from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings
 from proxy.state.outbox import Outbox
-from proxy.state.store import CusumRow, Quarantine
+from proxy.state.records import CusumRow, Quarantine
 
 PRODUCTION_HARMFUL = "production_harmful"  # the suite of flagged production requests (proxy.harmful)
 

@@ -14,8 +14,8 @@ from proxy.canary.drift import DriftMonitor
 from proxy.catalog import ModelCatalog
 from proxy.errors import ModelNotFound, NotFound
 from proxy.routes.table import Endpoint
-from proxy.state.sync import StateSync
 from proxy.settings import ClientKey, Settings
+from proxy.state.sync import StateSync
 
 
 def routes(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: ModelCatalog) -> list[Endpoint]:

@@ -23,7 +23,7 @@ from proxy.canary.shape import WireRequest
 from proxy.exchange import Exchange
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, ShiftSettings
-from proxy.state.store import Publication, Quarantine
+from proxy.state.records import Publication, Quarantine
 
 HARMFUL = "h"  # [HARMFUL, model, verdict label]
 ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]

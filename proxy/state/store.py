@@ -23,16 +23,26 @@ Every method is blocking and runs in the state sync's own thread (:mod:`proxy.st
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+
+from proxy.state.records import (
+    Calibration,
+    CusumRow,
+    LeaderState,
+    LeaderWrite,
+    Publication,
+    Quarantine,
+    Snapshot,
+)
 
 SCHEMA_VERSION = 1
 LEASE = "canary-leader"
@@ -66,82 +76,6 @@ _EVENTS = {
 
 class StoreError(Exception):
     """The store could not be reached or refused a statement (the caller keeps its state and retries)."""
-
-
-@dataclass(frozen=True)
-class Quarantine:
-    """One quarantine decision: one row a model, lifted only by recovery (``auto_release``) or an operator."""
-
-    model: str
-    id: str
-    reason: str
-    decided_by: str  # "leader" (drift), "operator"
-    replica: str
-    at: float
-
-
-@dataclass(frozen=True)
-class CusumRow:
-    model: str
-    suite: str
-    s: int
-    alarm: bool
-    p0: float
-    p1: float
-    h: int
-    scale: int
-
-
-@dataclass(frozen=True)
-class Calibration:
-    model: str
-    seen: int
-    answered: int
-    p0: float | None  # None while the burn-in runs
-
-
-@dataclass
-class Publication:
-    """What one replica hands the store in one batch (no leadership needed)."""
-
-    events: list[list[Any]] = field(default_factory=list)  # production outcomes, in order
-    shapes: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> sanitised WireRequest
-    names: list[tuple[str, str]] = field(default_factory=list)  # (upstream, model) learned from traffic
-    quarantines: list[Quarantine] = field(default_factory=list)
-    releases: list[tuple[str, str | None]] = field(default_factory=list)  # (model, decision id; None: any)
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.shapes or self.names or self.quarantines or self.releases)
-
-
-@dataclass
-class LeaderWrite:
-    """What the leader writes under its fencing token, in one transaction."""
-
-    cusums: list[CusumRow] = field(default_factory=list)
-    calibrations: list[Calibration] = field(default_factory=list)
-    shift: list[tuple[str, float, int, int]] = field(default_factory=list)  # (model, bucket start, refused, total)
-    shift_horizon: float | None = None  # buckets older than this are deleted
-    consumed: list[int] = field(default_factory=list)  # rg_events ids taken
-
-
-@dataclass(frozen=True)
-class LeaderState:
-    cusums: list[CusumRow]
-    calibrations: list[Calibration]
-    shift: list[tuple[str, float, int, int]]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The shared state as every replica reads it each sync."""
-
-    leader: str | None
-    cusums: list[CusumRow]
-    quarantines: dict[str, Quarantine]
-    names: list[tuple[str, str]]
-    shapes: dict[str, tuple[dict[str, Any], float]]  # model -> (sanitised WireRequest, when it arrived)
-    replicas: dict[str, float]
 
 
 class _Cursor(Protocol):
@@ -237,10 +171,8 @@ class StateStore:
             return  # the memory database is the connection: never thrown away
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 conn.close()
-            except Exception:  # already broken
-                pass
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -24,6 +24,7 @@ lapses (no canaries: a leader that cannot write must not decide), errors are cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -40,7 +41,8 @@ from proxy.metrics import Metrics
 from proxy.settings import StateSettings
 from proxy.shift import ProductionShift
 from proxy.state.outbox import ANSWERS, HARMFUL, Outbox, restored, sanitised
-from proxy.state.store import LeaderWrite, Snapshot, StateStore, StoreError, redacted
+from proxy.state.records import LeaderWrite, Snapshot
+from proxy.state.store import StateStore, StoreError, redacted
 
 T = TypeVar("T")
 MARGIN = 1.0  # seconds: a leader stops this long before its lease can be taken over
@@ -258,10 +260,8 @@ class StateSync:
                 await self.scheduler.stop()  # in-flight canaries cancelled: no overlap with the next leader
             logger.info("canary_leader_stepped_down", replica=self.replica, why=why)
             if resign:
-                try:
+                with contextlib.suppress(StoreError, TimeoutError):  # else the lease lapses by itself
                     await self._call(lambda s: s.resign(self.replica))
-                except (StoreError, TimeoutError):
-                    pass  # the lease lapses by itself
 
     # -- the store, in its own thread ------------------------------------------------------------
 

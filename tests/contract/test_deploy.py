@@ -36,9 +36,8 @@ def test_overlays_render_and_validate(overlay: str, tmp_path: Path) -> None:
             "ConfigMap",
             "Secret",
             "Service",
-            "Service",
             "Deployment",
-            "Deployment",
+            "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
             "ServiceMonitor",
             "PrometheusRule",
@@ -53,8 +52,15 @@ def test_overlays_render_and_validate(overlay: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    runner = deployments["refusal-guard-canary"]["spec"]
-    assert runner["replicas"] == 1 and runner["strategy"]["type"] == "Recreate"
+    assert set(deployments) == {"refusal-guard"}  # no canary-runner: every replica runs the same serve
+    env = {
+        e["name"]: e["value"]
+        for e in deployments["refusal-guard"]["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    }
+    if overlay == "fleet":  # every replica shares the state store and the audit log
+        assert env["REFUSAL_GUARD_STATE"].startswith("postgresql://") and env["REFUSAL_GUARD_AUDIT"].startswith(
+            "postgresql://"
+        )
     proxy = deployments["refusal-guard"]["spec"]["template"]["spec"]["containers"][0]
     assert (
         proxy["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -96,7 +96,8 @@ def test_an_edited_record_shows_in_the_chain_status(incident: str, tmp_path: Pat
         src.backup(dst)
     with sqlite3.connect(copy) as c:
         rid, text = c.execute(
-            'SELECT id, record FROM audit WHERE record LIKE \'%"traffic":"canary"%\' LIMIT 1'
+            'SELECT id, record FROM audit WHERE record LIKE \'%"traffic":"canary"%\' '
+            "AND record LIKE '%\"compliance\"%' LIMIT 1"
         ).fetchone()
         c.execute("UPDATE audit SET record = ? WHERE id = ?", (text.replace('"compliance"', '"refusal"', 1), rid))
     out = tmp_path / "report.html"

@@ -13,10 +13,9 @@ from prometheus_client import CollectorRegistry
 from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import builtin_suite, load_suite_file, load_suites
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, Settings, ShiftSettings
+from proxy.settings import CanarySettings, ShiftSettings
 from proxy.shift import ProductionShift
 from proxy.testing import exchange, run_server, wait_for
-from reference_upstream.app import create_sim_app
 from tests.conftest import Proxy
 from tests.upstreams import TestUpstream
 

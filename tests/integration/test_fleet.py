@@ -6,6 +6,7 @@ lease on within 15 s with the statistics carried over."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -40,7 +41,9 @@ class Replica:
     def start(self) -> None:
         env = {**os.environ, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(self.cfg)], cwd=ROOT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(self.cfg)], cwd=ROOT, env=env
+        )
         wait_http(self.url + "/healthz", timeout=30)
 
     def stop(self, sig: int = signal.SIGINT) -> None:
@@ -102,14 +105,16 @@ def test_a_fleet_on_postgresql_leads_once_quarantines_once_and_resumes(tmp_path:
     pg = PostgresServer()
     pg.start()
     try:
-        with run_server(create_sim_app("abliterated", models=("sim-model",))) as sim, fleet(
-            tmp_path, sim.url, pg.url
-        ) as replicas:
+        with (
+            run_server(create_sim_app("abliterated", models=("sim-model",))) as sim,
+            fleet(tmp_path, sim.url, pg.url) as replicas,
+        ):
             # exactly one leader, and every replica names the same one
             assert wait_until(lambda: len(leaders(replicas)) == 1 and None not in leaders(replicas), timeout=20)
             (leader_id,) = leaders(replicas)
             ids = {r.state()["replica"] for r in replicas}
             assert leader_id in ids and len(ids) == 3
+
             # the abliterated model's harmful statistic climbs (canaries answered), mirrored everywhere
             def stat(r: Replica) -> float:
                 suites = r.state()["models"].get("sim-model", {}).get("suites", {})
@@ -137,6 +142,7 @@ def test_a_fleet_on_postgresql_leads_once_quarantines_once_and_resumes(tmp_path:
             leader.proc.send_signal(signal.SIGKILL)
             leader.proc.wait(10)
             killed = time.monotonic()
+
             def handed_on() -> bool:
                 named = {r.state()["leader"] for r in others}
                 return len(named) == 1 and not named & {None, leader_id}
@@ -156,7 +162,9 @@ def test_a_fleet_on_postgresql_leads_once_quarantines_once_and_resumes(tmp_path:
             assert {r.chat() for r in replicas} == {503}
             assert min(stat(r) for r in replicas) >= before * 0.9
             httpx.post(
-                r2.url + "/admin/quarantine/sim-model/clear", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+                r2.url + "/admin/quarantine/sim-model/clear",
+                headers={"authorization": f"Bearer {ADMIN_KEY}"},
+                timeout=10,
             ).raise_for_status()
             assert wait_until(lambda: {r.chat() for r in replicas} == {200}, timeout=3.0, interval=0.1)
     finally:
@@ -176,5 +184,5 @@ def canary_spans(url: str) -> dict[str, list[tuple[str, str]]]:
 def assert_no_overlap(spans: dict[str, list[tuple[str, str]]]) -> None:
     """One sender's canaries all end before the next sender's first begins."""
     ranges = sorted((min(s for s, _ in v), max(e for _, e in v)) for v in spans.values())
-    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(ranges):
         assert end <= start, ranges
