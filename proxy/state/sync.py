@@ -121,12 +121,9 @@ class StateSync:
                 await self._call(lambda s: s.publish(self.replica, pub))
         except (StoreError, TimeoutError) as exc:
             logger.warning("state_store_unflushed", error=str(exc)[:200])
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+        with contextlib.suppress(StoreError, TimeoutError):  # a store call still hung is not waited for
+            await self._call(lambda s: s.close())
         self._pool.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._store is not None:
-            self._store.close()
 
     async def _run(self) -> None:
         while True:

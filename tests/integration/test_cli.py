@@ -80,7 +80,7 @@ def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:
     assert proxy.returncode in (0, -signal.SIGTERM), err
     logged = [orjson.loads(line) for line in out.splitlines() if line.startswith(b"{")]
     events = [e["event"] for e in logged]
-    assert events[0] == "started" and events[-1] == "stopped"
+    assert "started" in events[:2] and events[-1] == "stopped"  # (the first sync may name this replica leader first)
     assert sum(e["event"] == "request" and e["traffic"] == "production" for e in logged) == 2
     assert any(e["event"] == "request" and e["traffic"] == "canary" for e in logged)  # canaries on by default
 

@@ -82,7 +82,7 @@ def test_admin_endpoints_need_the_admin_key_not_a_client_key(keyed: Proxy) -> No
     for headers in ({}, {"authorization": f"Bearer {CLIENT}"}, {"authorization": "Bearer wrong"}):
         assert httpx.post(url, headers=headers).status_code == 401
     r = httpx.post(url, headers={"authorization": f"Bearer {ADMIN}"})
-    assert r.status_code == 200 and r.json() == {"model": "echo", "quarantined": True}
+    assert r.status_code == 200 and r.json() == {"model": "echo", "quarantined": True, "stored": True}
     cleared = httpx.post(url + "/clear", headers={"authorization": f"Bearer {ADMIN}"})
     assert cleared.status_code == 200 and cleared.json()["released"] is True
 
