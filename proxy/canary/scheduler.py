@@ -84,6 +84,7 @@ class CanaryScheduler:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.rounds = 0  # passes of the scheduling loop
+        self._stopping = False
 
     def targets(self) -> list[str]:
         """``canary.models``, else every model the config names exactly plus every model that has had
@@ -93,16 +94,19 @@ class CanaryScheduler:
         return list(dict.fromkeys([*self.catalog.exact(), *self.shape.seen]))
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="refusal-guard-canaries")
 
     async def stop(self) -> None:
+        self._stopping = True  # as well as the cancel: Python 3.11's wait_for can swallow a cancellation
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=5)
             self._task = None
         for t in list(self._inflight):
             t.cancel()
-        await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=5)
 
     def _spawn(self, model: str, suite: Suite, delay: float = 0.0) -> None:
         async def job() -> None:
@@ -123,7 +127,7 @@ class CanaryScheduler:
         (no bursts). A new target, at start or when first seen, gets one canary per suite within a second."""
         arrived = self.shape.arrived
         known: set[str] = set()
-        while True:
+        while not self._stopping:
             self.rounds += 1
             targets = self.targets()
             for model in targets:

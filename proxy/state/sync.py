@@ -95,6 +95,7 @@ class StateSync:
         self._expiry: asyncio.TimerHandle | None = None
         self._names_sent: set[tuple[str, str]] = set()
         self._outage = False
+        self._stopping = False
         metrics.canary_leader.set(0)
         for op in ("publish", "lease", "lead", "read", "dropped"):
             metrics.state_store_errors.labels(op)
@@ -111,9 +112,10 @@ class StateSync:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="refusal-guard-state")
 
     async def stop(self) -> None:
+        self._stopping = True  # as well as the cancel: Python 3.11's wait_for can swallow a cancellation
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=2 * self.settings.timeout_seconds + self.settings.sync_seconds)
         await self._demote("shutting down", resign=True)
         try:
             pub = self._collect()
@@ -126,8 +128,10 @@ class StateSync:
         self._pool.shutdown(wait=False)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.sync_seconds)
+            if self._stopping:
+                return
             try:
                 await self.sync()
             except Exception:  # the loop must outlive any one failure
