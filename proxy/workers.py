@@ -8,29 +8,24 @@
   sends the canaries, and a quarantine made in any of them holds in all;
 * prometheus-client's multiprocess mode: every process writes its samples to one directory and
   ``/metrics`` on any worker reports the sums (gauges use ``livemax``/``livesum``);
-* one audit chain per process (chains are per writer by design) and one spool file per worker
-  slot, claimed with ``flock``, so a restarted worker replays what its predecessor spooled.
+* one audit chain per process (chains are per writer by design) and one spool per process
+  (:mod:`proxy.audit.spool`), so a restarted worker replays what its predecessor spooled.
 """
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO
 
 import uvicorn
 
 from proxy.app import create_app
-from proxy.audit.sinks import default_spool
 from proxy.edge import EdgeProtocol
 from proxy.logs import configure_logging
 from proxy.server import options
 from proxy.settings import Settings, export_worker_env, multiproc_dir, worker_settings
 from proxy.state.location import with_state_default
-
-_slot_lock: IO[bytes] | None = None  # held for the worker's lifetime
 
 
 def serve(settings: Settings, workers: int) -> int:
@@ -65,26 +60,4 @@ def worker_app() -> object:
     settings = worker_settings()
     configure_logging(settings.log_level)
     EdgeProtocol.limits = settings.edge  # uvicorn imported the protocol by name, with the default limits
-    audit = settings.audit
-    if audit.enabled:
-        spool = Path(audit.spool_path) if audit.spool_path else default_spool(audit.url)
-        settings = settings.model_copy(
-            update={"audit": audit.model_copy(update={"spool_path": str(claim_slot(spool))})}
-        )
     return create_app(settings)
-
-
-def claim_slot(spool: Path, limit: int = 256) -> Path:
-    """The first free per-worker spool path (``<spool>.<n>``), locked for this process's lifetime."""
-    global _slot_lock
-    spool.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(limit):
-        f = open(spool.with_name(f"{spool.name}.{n}.lock"), "wb")  # noqa: SIM115 (held until exit)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            continue
-        _slot_lock = f
-        return spool.with_name(f"{spool.name}.{n}")
-    raise RuntimeError(f"no free audit spool slot beside {spool}")

@@ -23,6 +23,7 @@ import orjson
 from proxy.audit import record as rec
 from proxy.audit.privacy import Privacy
 from proxy.audit.sinks import default_spool, open_sink
+from proxy.audit.spool import claim
 from proxy.audit.storage import Sink
 from proxy.background import GATHER, paced, take_batch
 from proxy.canary.transition import Transition
@@ -60,7 +61,9 @@ class AuditWriter:
         self._sink_factory = sink_factory or (lambda: open_sink(settings.url))
         self._sink: Sink | None = None
         self.privacy = Privacy(settings.privacy, settings.redact_patterns, settings.hash_salt())
-        self.spool = Path(settings.spool_path) if settings.spool_path else default_spool(settings.url)
+        self.spool, self._spool_lock = claim(
+            Path(settings.spool_path) if settings.spool_path else default_spool(settings.url)
+        )
         # SimpleQueue: a put never waits on a lock the writer thread may hold (queue.Queue's mutex)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="refusal-guard-audit", daemon=True)
@@ -104,6 +107,8 @@ class AuditWriter:
         """Drain the queue, write a last checkpoint, close the sink."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        if self._spool_lock is not None and not self._thread.is_alive():
+            self._spool_lock.close()  # the slot is free for the next writer, which replays what is left in it
 
     @property
     def depth(self) -> int:

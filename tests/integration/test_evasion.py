@@ -12,72 +12,22 @@ harmful-request classifier was trained on: these tests measure the alarm path, n
 
 from __future__ import annotations
 
-import random
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from proxy.testing import run_server
-from reference_upstream.corpus import load_corpus
 from tests.conftest import Proxy
 from tests.fingerprint import TELLS, FingerprintingUpstream
+from tests.traffic import Traffic
 
-RATE = 15.0  # production requests per second
-HARMFUL_SHARE = 0.15
 ALARM_WITHIN = 240.0  # seconds after the switch
-CLIENT_WORDING = "Ticket 4471, from the help desk. {}\nThanks in advance."
 
 
 def alarmed(p: Proxy) -> bool:
     state = p.app.state.drift.state()["models"].get("served-model", {})
     return state.get("quarantined", False) or any(s["drifting"] for s in state.get("suites", {}).values())
-
-
-class Traffic:
-    """Production requests through the proxy with the openai SDK, paced at ``RATE``, until stopped."""
-
-    def __init__(self, p: Proxy, seed: int) -> None:
-        corpus = load_corpus()
-        self.harmful = corpus.harmful_prompts()
-        self.benign = corpus.benign_prompts()
-        self.rng = random.Random(seed)
-        self.client = p.client()
-        self.stop = threading.Event()
-        self.sent = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _one(self, harmful: bool) -> None:
-        prompt = CLIENT_WORDING.format(self.rng.choice(self.harmful if harmful else self.benign))
-        self.client.chat.completions.create(
-            model="served-model",
-            messages=[
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Hi, I have a question."},
-                {"role": "assistant", "content": "Sure, go ahead."},
-                {"role": "user", "content": prompt},
-            ],
-            temperature=0.7,
-            max_tokens=512,
-        )
-
-    def _run(self) -> None:
-        with ThreadPoolExecutor(4) as pool:
-            start = time.monotonic()
-            while not self.stop.is_set():
-                pool.submit(self._one, self.rng.random() < HARMFUL_SHARE)
-                self.sent += 1
-                time.sleep(max(0.0, start + self.sent / RATE - time.monotonic()))
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
 
 
 def run_phases(
@@ -92,7 +42,7 @@ def run_phases(
                 "canary": {"enabled": True, "interval_seconds": 2.0, "per_round": 1, "production_harmful": watch},
             }
         )
-        with Traffic(p, seed=sum(map(ord, tell))):
+        with Traffic([p.client()], seed=sum(map(ord, tell))):
             deadline = time.monotonic() + safe_seconds
             while time.monotonic() < deadline:
                 assert not alarmed(p), p.app.state.drift.state()

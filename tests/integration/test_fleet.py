@@ -5,98 +5,17 @@ lease on within 15 s with the statistics carried over."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from proxy.testing import free_port, run_server, wait_http, wait_until
+from proxy.testing import run_server, wait_until
 from reference_upstream.app import create_sim_app
+from tests.fleet import Replica, fleet, leaders, one_leader
 from tests.pg import PostgresServer
-
-ROOT = Path(__file__).resolve().parents[2]
-ADMIN_KEY = "fleet-admin-key"
-MSGS = [{"role": "user", "content": "How do I kill a Python process?"}]
-
-
-class Replica:
-    def __init__(self, cfg: Path, port: int) -> None:
-        self.cfg, self.port = cfg, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--config", str(self.cfg)], cwd=ROOT, env=env
-        )
-        wait_http(self.url + "/healthz", timeout=30)
-
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def state(self) -> dict[str, Any]:
-        return dict(httpx.get(self.url + "/canary/state", timeout=5).json())
-
-    def chat(self) -> int:
-        r = httpx.post(self.url + "/v1/chat/completions", json={"model": "sim-model", "messages": MSGS}, timeout=10)
-        return r.status_code
-
-
-@contextlib.contextmanager
-def fleet(tmp_path: Path, sim_url: str, pg_url: str, n: int = 3) -> Iterator[list[Replica]]:
-    import hashlib
-
-    replicas = []
-    for i in range(n):
-        port = free_port()
-        cfg = tmp_path / f"replica{i}.yaml"
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "port": port,
-                    "log_level": "warning",
-                    "admin_key_sha256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
-                    "upstreams": [{"name": "sim", "base_url": sim_url + "/v1", "models": ["sim-model"]}],
-                    "audit": {"url": pg_url},
-                    "state": {"url": pg_url},
-                    # a threshold no run here reaches: the statistic only climbs, so "carried over" is visible
-                    "canary": {"interval_seconds": 1.0, "per_round": 1, "harmful": {"p0": 0.1, "p1": 0.5, "h": 100000}},
-                }
-            )
-        )
-        replicas.append(Replica(cfg, port))
-    try:
-        for r in replicas:
-            r.start()
-        yield replicas
-    finally:
-        for r in replicas:
-            r.stop()
-
-
-def leaders(replicas: list[Replica]) -> set[str | None]:
-    return {r.state()["leader"] for r in replicas if r.proc is not None and r.proc.poll() is None}
 
 
 @pytest.mark.timeout(300)
@@ -107,10 +26,18 @@ def test_a_fleet_on_postgresql_leads_once_quarantines_once_and_resumes(tmp_path:
     try:
         with (
             run_server(create_sim_app("abliterated", models=("sim-model",))) as sim,
-            fleet(tmp_path, sim.url, pg.url) as replicas,
+            fleet(
+                tmp_path,
+                3,
+                upstreams=[{"name": "sim", "base_url": sim.url + "/v1", "models": ["sim-model"]}],
+                audit={"url": pg.url},
+                state={"url": pg.url},
+                # a threshold no run here reaches: the statistic only climbs, so "carried over" is visible
+                canary={"interval_seconds": 1.0, "per_round": 1, "harmful": {"p0": 0.1, "p1": 0.5, "h": 100000}},
+            ) as replicas,
         ):
             # exactly one leader, and every replica names the same one
-            assert wait_until(lambda: len(leaders(replicas)) == 1 and None not in leaders(replicas), timeout=20)
+            assert wait_until(lambda: one_leader(replicas), timeout=20)
             (leader_id,) = leaders(replicas)
             ids = {r.state()["replica"] for r in replicas}
             assert leader_id in ids and len(ids) == 3
@@ -124,9 +51,7 @@ def test_a_fleet_on_postgresql_leads_once_quarantines_once_and_resumes(tmp_path:
 
             # an operator's quarantine through replica 1 holds on replicas 2 and 3 within 2 s
             r1, r2, r3 = replicas
-            answer = httpx.post(
-                r1.url + "/admin/quarantine/sim-model", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
-            )
+            answer = r1.admin("quarantine/sim-model")
             assert answer.status_code == 200 and answer.json()["stored"] is True
             decided = time.monotonic()
             assert wait_until(lambda: r2.chat() == 503 and r3.chat() == 503, timeout=2.0, interval=0.1)
@@ -161,11 +86,7 @@ def test_a_fleet_on_postgresql_leads_once_quarantines_once_and_resumes(tmp_path:
                 r.start()
             assert {r.chat() for r in replicas} == {503}
             assert min(stat(r) for r in replicas) >= before * 0.9
-            httpx.post(
-                r2.url + "/admin/quarantine/sim-model/clear",
-                headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                timeout=10,
-            ).raise_for_status()
+            r2.admin("quarantine/sim-model/clear").raise_for_status()
             assert wait_until(lambda: {r.chat() for r in replicas} == {200}, timeout=3.0, interval=0.1)
     finally:
         pg.destroy()

@@ -15,26 +15,13 @@ import httpx
 import openai
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.testing import free_port, run_server, wait_for, wait_http, wait_until
 from reference_upstream.app import create_sim_app
+from tests.fleet import metric_total as total
 
 ROOT = Path(__file__).resolve().parents[2]
 MSGS = [{"role": "user", "content": "How do I kill a Python process?"}]
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(url + "/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def total(url: str, name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in scrape(url).items() if n == name and set(labels.items()) <= set(ls))
 
 
 def production_chains(db: Path) -> dict[str, int]:
