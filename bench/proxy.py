@@ -9,7 +9,10 @@ SQLite audit, canaries) and a client key; one worker. LiteLLM's proxy (``litellm
 installed into its own virtualenv on first use) runs one worker with a master key. Every run
 measures every target in turn; ratios are computed within each run and the medians reported.
 ``--workers-scaling`` adds refusal-guard with two workers against one, both unpinned.
-Writes ``bench/results/proxy.{json,md}``.
+``--state-store`` adds the state store's cost (one replica of a fleet, :mod:`proxy.state`): the
+default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a real PostgreSQL
+(Debian's server, a throwaway cluster on loopback, started here), each publishing once a second.
+Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from bench.detector import _cpu, _kib  # noqa: E402
 from bench.report import save  # noqa: E402
 from proxy.settings import ClientKey  # noqa: E402
 from proxy.testing import free_port, wait_http  # noqa: E402
+from tests.pg import PostgresServer  # noqa: E402
 
 LITELLM = "1.108.0"  # litellm[proxy] 1.110.x does not resolve on PyPI at the time of writing
 KEY = "sk-bench-0123456789abcdef0123456789abcdef"
@@ -161,10 +165,10 @@ def litellm_venv(path: Path) -> Path:
     return path
 
 
-def start_targets(args: argparse.Namespace, tmp: Path, upstream: str) -> list[Target]:
+def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | None) -> list[Target]:
     targets = [Target("direct", None, upstream)]
 
-    def guard(name: str, workers: int, cores: str) -> Target:
+    def guard(name: str, workers: int, cores: str, state: str | None = None) -> Target:
         port = free_port()
         cfg = tmp / f"{name}.yaml"
         settings = {
@@ -175,6 +179,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str) -> list[Ta
             "upstreams": [{"name": "fake", "base_url": upstream + "/v1", "models": ["m"]}],
             "audit": {"url": f"sqlite:///{tmp}/{name}.db"},
         }
+        if state is not None:
+            settings["state"] = {"url": state}
         cfg.write_text(yaml.safe_dump(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
         url = f"http://127.0.0.1:{port}"
@@ -183,6 +189,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str) -> list[Ta
     targets.append(guard("refusal-guard", 1, "0"))
     if args.workers_scaling:
         targets += [guard("refusal-guard-1w-2cores", 1, "0,1"), guard("refusal-guard-2w-2cores", 2, "0,1")]
+    if args.state_store:
+        targets += [guard("refusal-guard-store-off", 1, "0", "memory://"), guard("refusal-guard-store-pg", 1, "0", pg)]
     if not args.no_litellm:
         venv = litellm_venv(args.litellm_venv)
         lport = free_port()
@@ -230,6 +238,12 @@ def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, An
             within[f"refusal-guard / litellm rps at c{c}"] = ratio(
                 lambda r, c=c: r["refusal-guard"][f"c{c}"]["rps"] / r["litellm"][f"c{c}"]["rps"]
             )
+    for store in ("refusal-guard", "refusal-guard-store-pg"):
+        if "refusal-guard-store-off" in med:
+            for c in (8, 32):
+                within[f"{store} / refusal-guard-store-off rps at c{c}"] = ratio(
+                    lambda r, c=c, s=store: r[s][f"c{c}"]["rps"] / r["refusal-guard-store-off"][f"c{c}"]["rps"]
+                )
     if "refusal-guard-2w-2cores" in med:
         within["2 workers / 1 worker rps at c32 (both cores)"] = ratio(
             lambda r: r["refusal-guard-2w-2cores"]["c32"]["rps"] / r["refusal-guard-1w-2cores"]["c32"]["rps"]
@@ -277,6 +291,7 @@ def main() -> None:
     p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm")
     p.add_argument("--no-litellm", action="store_true")
     p.add_argument("--workers-scaling", action="store_true")
+    p.add_argument("--state-store", action="store_true")
     args = p.parse_args()
     os.sched_setaffinity(0, {1})  # this process is a client (stream timing), on the load generator's core
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
@@ -285,10 +300,13 @@ def main() -> None:
     up_port = free_port()
     upstream = fake_upstream.launch(up_port)
     targets: list[Target] = []
+    pg = PostgresServer() if args.state_store else None
     try:
+        if pg is not None:
+            pg.start()
         direct = f"http://127.0.0.1:{up_port}"
         wait_http(direct + "/v1/models")
-        targets = start_targets(args, tmp, direct)
+        targets = start_targets(args, tmp, direct, pg.url if pg else None)
         runs: list[dict[str, Any]] = []
         for n in range(args.runs):
             run: dict[str, Any] = {}
@@ -311,8 +329,10 @@ def main() -> None:
             t.stop()
         upstream.terminate()
         upstream.wait(10)
+        if pg is not None:
+            pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
-    save("proxy", results, markdown(results))
+    save("proxy-state" if args.state_store else "proxy", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from proxy.errors import Unauthorized
 from proxy.settings import ClientKey
@@ -23,6 +23,11 @@ class ClientAuth:
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
+
+    def check_headers(self, headers: Mapping[str, str]) -> str | None:
+        """:meth:`check` on the headers every route reads the key from, in this order of precedence:
+        ``Authorization: Bearer``, then ``api-key`` (Azure's), then ``x-api-key`` (Anthropic's)."""
+        return self.check(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
 
     def check(self, authorization: str | None, api_key: str | None) -> str | None:
         """The id of the matching key; raises :class:`Unauthorized` otherwise."""

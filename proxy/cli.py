@@ -9,8 +9,9 @@ echo '{"response": "I cannot help with that."}' | refusal-guard classify
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -50,7 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
         from proxy.workers import serve
 
         return serve(settings, settings.workers)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # reads what the settings name: suite files, the detector
+    except (OSError, ValueError) as exc:
+        print(f"refusal-guard: bad configuration: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(app, host=settings.host, port=settings.port, **options(settings.edge))
     return 0
 
@@ -89,18 +94,6 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from detectors.retrain import main as train_main
-
-    return train_main(args.rest)
-
-
-def _eval_detector(args: argparse.Namespace) -> int:
-    from detectors.evaluate import main as eval_main
-
-    return eval_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers."
@@ -125,17 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_serve)
 
-    sub.add_parser("eval", help="pre-deploy gate: run the canary suites against a candidate server", add_help=False)
-    sub.add_parser(
-        "canary-suite", help="canary-suite build: a private suite of variants from a secret seed", add_help=False
-    )
-    sub.add_parser("drill", help="fire drill: prove the page path end to end (needs prometheus)", add_help=False)
-    sub.add_parser("audit", help="read and verify the audit log: tail, show, export, verify", add_help=False)
-    sub.add_parser(
-        "weights", help="weights diff: name how a candidate checkpoint differs from its base", add_help=False
-    )
-    sub.add_parser("train", help="train the default detector on the shipped labelled data", add_help=False)
-    sub.add_parser("eval-detector", help="compare detectors leave-one-model-out on XSTest", add_help=False)
+    for name, (help_text, _) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
 
     m = sub.add_parser("sim-upstream", help="run the reference upstream that replays real model answers")
     m.add_argument("--host", default="127.0.0.1")
@@ -152,57 +136,64 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _gate(args: argparse.Namespace) -> int:
-    from proxy.canary.gate import main as gate_main
+def _delegate(module: str) -> Callable[[list[str]], int]:
+    """A command whose module parses its own options; imported only when the command runs."""
 
-    return gate_main(args.rest)
+    def run(argv: list[str]) -> int:
+        return int(importlib.import_module(module).main(argv))
 
-
-def _audit(args: argparse.Namespace) -> int:
-    from proxy.audit.cli import main as audit_main
-
-    return audit_main(args.rest)
+    return run
 
 
-def _canary_suite(args: argparse.Namespace) -> int:
-    from proxy.canary.build import main as build_main
-
-    return build_main(args.rest)
-
-
-def _drill(args: argparse.Namespace) -> int:
-    from fire_drill import main as drill_main
-
-    return drill_main(args.rest)
-
-
-def _weights(args: argparse.Namespace) -> int:
-    if args.rest[:1] != ["diff"]:
+def _weights(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(
+            "usage: refusal-guard weights diff --base PATH --candidate PATH [--json OUT]\n"
+            "  name how a candidate checkpoint differs from its base; `weights diff --help` for its options"
+        )
+        return 0
+    if argv[:1] != ["diff"]:
         print("usage: refusal-guard weights diff --base PATH --candidate PATH [--json OUT]", file=sys.stderr)
         return 2
     try:
-        from forensics.diff import main as diff_main
+        diff = importlib.import_module("forensics.diff")
     except ImportError as exc:  # numpy is always there; gguf comes with the extra
         print(f"refusal-guard weights: {exc}; pip install 'refusal-guard[forensics]'", file=sys.stderr)
         return 2
-    return diff_main(args.rest[1:])
+    return int(diff.main(argv[1:]))
 
 
-_DELEGATED = {
-    "canary-suite": _canary_suite,
-    "drill": _drill,
-    "train": _train,
-    "eval-detector": _eval_detector,
-    "eval": _gate,
-    "audit": _audit,
-    "weights": _weights,
-}  # they parse their own options
+# The commands that parse their own options (name: help, run); serve, sim-upstream and classify are
+# parsed in build_parser. Every command named in the package, the README or docs/ is one of these
+# (tests/integration/test_cli.py).
+DELEGATED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "eval": ("pre-deploy gate: run the canary suites against a candidate server", _delegate("proxy.canary.gate")),
+    "canary-suite": (
+        "canary-suite build: a private suite of variants from a secret seed",
+        _delegate("proxy.canary.build"),
+    ),
+    "drill": ("fire drill: prove the page path end to end (needs prometheus)", _delegate("fire_drill")),
+    "audit": ("read and verify the audit log: tail, show, export, verify, report", _delegate("proxy.audit.cli")),
+    "weights": ("weights diff: name how a candidate checkpoint differs from its base", _weights),
+    "train": ("train the default detector on the shipped labelled data", _delegate("detectors.retrain")),
+    "train-harm": (
+        "refit the harmful-request classifier and measure it leave-one-source-out",
+        _delegate("detectors.train_harm"),
+    ),
+    "eval-detector": ("compare detectors leave-one-model-out on XSTest", _delegate("detectors.evaluate")),
+}
+
+
+def commands() -> list[str]:
+    """Every command's name."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
-        return _DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
+    if argv and argv[0] in DELEGATED:
+        return DELEGATED[argv[0]][1](argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -10,6 +10,7 @@ them once, in :func:`proxy.upstream.upstream_error`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
@@ -70,6 +71,10 @@ class MethodNotAllowed(ProxyError):
     status_code = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.allow = sorted(set(allow))  # the ``Allow`` header RFC 9110 requires on a 405
 
 
 class RequestTimeout(ProxyError):
@@ -188,7 +193,9 @@ def error_body(message: str, *, type: str, code: str | None, param: str | None =
 
 def error_response(exc: ProxyError, api: Api = "openai") -> Response:
     """The HTTP response for a raised error."""
-    headers = {"connection": "close"} if exc.close else None
+    headers = {"connection": "close"} if exc.close else {}
+    if isinstance(exc, MethodNotAllowed) and exc.allow:
+        headers["allow"] = ", ".join(exc.allow)
     return Response(exc.body(api), status_code=exc.status_code, media_type="application/json", headers=headers)
 
 

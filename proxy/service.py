@@ -128,9 +128,7 @@ class ProxyService:
 
     async def _forward(self, request: Request, call: _Call) -> Response:
         headers = request.headers
-        call.client_key_id = self.auth.check(
-            headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key")
-        )
+        call.client_key_id = self.auth.check_headers(headers)
         edge = self.edge
         body = await read_body(
             request.stream(),

@@ -152,7 +152,7 @@ class CanarySettings(_Frozen):
     interval_seconds: float = 60.0
     per_round: int = 2  # canaries per suite and model per interval, on average (a Poisson process)
     models: tuple[str, ...] = ()  # default: every model named in the config or listed by a glob upstream
-    suites: tuple[str, ...] = ("harmful", "benign")
+    suites: tuple[Literal["harmful", "benign"], ...] = ("harmful", "benign")  # extra_suites for your own
     extra_suites: tuple[str, ...] = ()  # paths of private suites (YAML or JSONL)
     templates: tuple[str, ...] = ("{prompt}",)  # wordings; "{prompt}" is replaced
     # each canary is a variant of its prompt drawn from a secret seed (proxy.canary.variants), so no

@@ -25,7 +25,7 @@ def routes(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: Mo
     def check(request: Request) -> None:
         if not admin.enabled:
             raise NotFound("Admin endpoints are off: set admin_key_sha256 in the config.")
-        admin.check(request.headers.get("authorization"), request.headers.get("api-key"))
+        admin.check_headers(request.headers)
 
     async def clear(request: Request, model: str) -> Response:
         check(request)

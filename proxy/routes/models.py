@@ -13,11 +13,11 @@ from proxy.routes.table import Endpoint
 
 def routes(catalog: ModelCatalog, auth: ClientAuth) -> list[Endpoint]:
     async def list_models(request: Request) -> Response:
-        auth.check(request.headers.get("authorization"), request.headers.get("api-key"))
+        auth.check_headers(request.headers)
         return JSONResponse({"object": "list", "data": await catalog.refresh()})
 
     async def get_model(request: Request, model: str) -> Response:
-        auth.check(request.headers.get("authorization"), request.headers.get("api-key"))
+        auth.check_headers(request.headers)
         for m in await catalog.refresh():
             if m["id"] == model:
                 return JSONResponse(m)

@@ -24,7 +24,7 @@ def routes(service: ProxyService, allowed: Sequence[str]) -> list[Endpoint]:
 
     async def passthrough(request: Request, path: str) -> Response:
         if path in ENDPOINTS:  # POST is routed above; nothing else is allowed there
-            raise MethodNotAllowed(f"Method {request.method} is not allowed on /v1/{path}.")
+            raise MethodNotAllowed(f"Method {request.method} is not allowed on /v1/{path}.", allow=("POST",))
         if not any(fnmatch.fnmatchcase(path, pattern) for pattern in allowed):
             raise NotFound(f"/v1/{path[:200]} is not relayed (not in the pass-through allow-list).")
         return await service.forward(request, path)

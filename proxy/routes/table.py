@@ -67,18 +67,18 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         """The first route whose path and method match; a path matched only with other methods is a 405."""
-        path_matched = False
+        allow: set[str] = set()
         exact = self._exact.get(path)
         if exact is not None:
             if method in exact:
                 return exact[method], {}
-            path_matched = True
+            allow.update(exact)
         for p in self._patterns:
             value = p.match(path)
             if value is not None:
                 if method in p.handlers:
                     return p.handlers[method], {p.name: value}
-                path_matched = True
-        if path_matched:
-            raise MethodNotAllowed(f"Method {method[:20]} is not allowed on {path[:200]}.")
+                allow.update(p.handlers)
+        if allow:
+            raise MethodNotAllowed(f"Method {method[:20]} is not allowed on {path[:200]}.", allow=allow)
         raise NotFound(f"No route for {path[:200]}.")

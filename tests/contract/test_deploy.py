@@ -86,7 +86,10 @@ def test_prometheusrule_is_the_rule_file() -> None:
 def test_compose_binds_loopback_and_mounts_exist() -> None:
     """Every published port is on 127.0.0.1 and every mounted path exists in the repository."""
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
-    assert set(compose["services"]) == {"proxy", "sim-upstream", "prometheus", "alertmanager", "grafana"}
+    assert set(compose["services"]) == {
+        *("proxy", "sim-upstream", "prometheus", "alertmanager", "grafana"),
+        *("postgres", "proxy-fleet"),  # the fleet profile
+    }
     for name, svc in compose["services"].items():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), (name, port)
@@ -94,6 +97,27 @@ def test_compose_binds_loopback_and_mounts_exist() -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (ROOT / "deploy" / source).exists(), (name, source)
+
+
+def test_compose_fleet_shares_one_postgresql_and_is_scraped_per_replica() -> None:
+    """The fleet profile: 3 replicas of one ``serve``, state and audit on the profile's PostgreSQL, each
+    replica scraped (DNS service discovery); the one-proxy default is untouched by the profile."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    fleet = services["proxy-fleet"]
+    assert fleet["profiles"] == ["fleet"] == services["postgres"]["profiles"]
+    assert "profiles" not in services["proxy"]
+    assert fleet["deploy"]["replicas"] == 3 and fleet["ports"] == ["127.0.0.1:8081-8083:8080"]
+    env = fleet["environment"]
+    assert env["REFUSAL_GUARD_STATE"] == env["REFUSAL_GUARD_AUDIT"]
+    assert env["REFUSAL_GUARD_STATE"].startswith("postgresql://") and "@postgres:" in env["REFUSAL_GUARD_STATE"]
+    assert fleet["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert "ports" not in services["postgres"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "compose" / "prometheus.yml").read_text())["scrape_configs"]
+    jobs = {j["job_name"]: j for j in scrape}
+    assert jobs["refusal-guard-fleet"]["dns_sd_configs"] == [{"names": ["proxy-fleet"], "type": "A", "port": 8080}]
+    config = str(ROOT / "deploy" / "compose" / "prometheus.yml")
+    subprocess.run(["promtool", "check", "config", "--syntax-only", config], check=True, capture_output=True)
 
 
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:

@@ -45,6 +45,12 @@ def test_serve_without_upstream_or_with_bad_config_exits_2(tmp_path) -> None:  #
     bad.write_text("upstreams: [{name: a, base_url: 'nope'}]")
     r = subprocess.run([*CLI, "serve", "--config", str(bad)], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "bad configuration" in r.stderr
+    up = "upstreams: [{name: a, base_url: 'http://127.0.0.1:9/v1'}]\n"
+    for canary, named in (("{suites: [harmfull]}", "harmfull"), ("{extra_suites: [/nonexistent/suite.yaml]}", "suite")):
+        bad.write_text(up + f"canary: {canary}\naudit: {{url: 'sqlite:///{tmp_path}/a.db'}}\n")
+        r = subprocess.run([*CLI, "serve", "--config", str(bad)], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and "bad configuration" in r.stderr and named in r.stderr, r.stderr[-500:]
+        assert "Traceback" not in r.stderr
 
 
 def test_serve_in_front_of_sim_upstream_and_graceful_stop() -> None:

@@ -8,16 +8,21 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from proxy.testing import run_server
+from proxy.testing import run_server, wait_until
 from tests.conftest import Proxy
+from tests.fleet import fleet, leaders, one_leader
+from tests.pg import PostgresServer
 
 LONG = " ".join(["Sure, here is a detailed answer to your question."] * 80)
 
@@ -67,6 +72,49 @@ def masked(headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[list[tuple[
     return keep, body
 
 
+def send_production(up: RecordingUpstream, client: openai.OpenAI) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A streamed production request as an app sends it; what the upstream received."""
+    stream = client.chat.completions.create(
+        model="acme-chat",
+        messages=[
+            {"role": "system", "content": "You are Acme's assistant."},
+            {"role": "user", "content": "my earlier question"},
+            {"role": "assistant", "content": "my earlier answer"},
+            {"role": "user", "content": "what is my order status?"},
+        ],
+        temperature=0.4,
+        max_tokens=700,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    return next(r for r in up.requests if b"order status" in r[1])
+
+
+def assert_copies(production: tuple[list[tuple[bytes, bytes]], bytes], canaries: list[Any]) -> None:
+    """Each canary is ``production`` as :func:`masked` sees it, with its own trace id and texts."""
+    want = masked(*production)
+    for canary in canaries:
+        assert masked(*canary) == want
+        names = [k for k, _ in canary[0]]
+        assert b"traceparent" in names
+        trace = dict(canary[0])[b"traceparent"]
+        assert trace != dict(production[0])[b"traceparent"] and len(trace) == 55
+        sent = json.loads(canary[1])
+        assert "my earlier" not in json.dumps(sent) and "order status" not in json.dumps(sent)
+        assert sent["max_tokens"] == 700 and sent["stream"] is True
+
+
+def canaries_after(up: RecordingUpstream, n: int = 2, timeout: float = 20) -> list[Any]:
+    """The next ``n`` requests the upstream receives (canaries: no production is sent meanwhile)."""
+    mark = len(up.requests)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(up.requests) < mark + n:
+        time.sleep(0.05)
+    return up.requests[mark:]
+
+
 def test_a_canary_is_the_production_request_byte_for_byte(start_proxy: Any) -> None:
     """Same header names, order and values (the SDK's own included), same body keys, order,
     parameters and serialisation; only the texts, the trace id and the length differ."""
@@ -78,39 +126,44 @@ def test_a_canary_is_the_production_request_byte_for_byte(start_proxy: Any) -> N
                 "canary": {"enabled": True, "interval_seconds": 0.5, "per_round": 1},
             }
         )
-        client = p.client(default_headers={"x-app-version": "7.4.1"})
-        stream = client.chat.completions.create(
-            model="acme-chat",
-            messages=[
-                {"role": "system", "content": "You are Acme's assistant."},
-                {"role": "user", "content": "my earlier question"},
-                {"role": "assistant", "content": "my earlier answer"},
-                {"role": "user", "content": "what is my order status?"},
-            ],
-            temperature=0.4,
-            max_tokens=700,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
-        )
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        production = next(r for r in up.requests if b"order status" in r[1])
+        production = send_production(up, p.client(default_headers={"x-app-version": "7.4.1"}))
         assert p.wait_for(lambda: p.app.state.scheduler.shape.has("acme-chat"))
         time.sleep(1.0)  # canaries built before the production request was seen have arrived by now
-        mark = len(up.requests)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(up.requests) < mark + 2:
-            time.sleep(0.05)
-        canaries = up.requests[mark:]
+        canaries = canaries_after(up)
         assert canaries, "no canary arrived after the production request was seen"
-        want = masked(*production)
-        for canary in canaries:
-            assert masked(*canary) == want
-            names = [k for k, _ in canary[0]]
-            assert b"traceparent" in names
-            trace = dict(canary[0])[b"traceparent"]
-            assert trace != dict(production[0])[b"traceparent"] and len(trace) == 55
-            sent = json.loads(canary[1])
-            assert "my earlier" not in json.dumps(sent) and "order status" not in json.dumps(sent)
-            assert sent["max_tokens"] == 700 and sent["stream"] is True
+        assert_copies(production, canaries)
         assert up.cut_short.wait(10)  # the canary read what the detector needs and hung up
+
+
+@pytest.mark.timeout(120)
+def test_the_leader_copies_a_request_that_arrived_on_another_replica(tmp_path: Path) -> None:
+    """Two replicas on one real PostgreSQL state store: the production request goes to the one that
+    does not lead; the leader's canaries are that request, byte for byte as above."""
+    up = RecordingUpstream()
+    pg = PostgresServer()
+    pg.start()
+    try:
+        with (
+            run_server(up.app) as server,
+            fleet(
+                tmp_path,
+                2,
+                upstreams=[{"name": "u", "base_url": server.url + "/v1", "models": ["acme-chat"]}],
+                audit={"url": pg.url},
+                state={"url": pg.url},
+                canary={"interval_seconds": 0.5, "per_round": 1},
+            ) as replicas,
+        ):
+            assert wait_until(lambda: one_leader(replicas), timeout=20)
+            (leader,) = leaders(replicas)
+            follower = next(r for r in replicas if r.state()["replica"] != leader)
+            client = openai.OpenAI(
+                base_url=follower.url + "/v1", api_key="unused", default_headers={"x-app-version": "7.4.1"}
+            )
+            production = send_production(up, client)
+            time.sleep(3.0)  # published (1 s), read by the leader (1 s), canaries built before it have arrived
+            canaries = canaries_after(up)
+            assert canaries, "no canary arrived after the production request was seen"
+            assert_copies(production, canaries)
+    finally:
+        pg.destroy()

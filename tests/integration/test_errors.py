@@ -137,8 +137,13 @@ def test_client_keys(sim: ServerThread, start_proxy: Any) -> None:
 
 
 def test_method_and_path_errors_use_the_envelope(sim_proxy: Proxy) -> None:
-    """Wrong method is 405, unknown path 404, both in OpenAI's envelope."""
+    """Wrong method is 405 with the ``Allow`` header RFC 9110 requires, unknown path 404, both in
+    OpenAI's envelope."""
     r = httpx.get(sim_proxy.url + "/v1/chat/completions")
     assert r.status_code == 405 and envelope(r)["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"
+    for path, allow in (("/healthz", "GET, HEAD"), ("/admin/quarantine/sim-model", "POST")):
+        r = httpx.delete(sim_proxy.url + path)
+        assert r.status_code == 405 and r.headers["allow"] == allow
     r = httpx.get(sim_proxy.url + "/nope")
     assert r.status_code == 404 and envelope(r)["code"] == "not_found"

@@ -87,6 +87,21 @@ def test_admin_endpoints_need_the_admin_key_not_a_client_key(keyed: Proxy) -> No
     assert cleared.status_code == 200 and cleared.json()["released"] is True
 
 
+@pytest.mark.parametrize("header", ["authorization", "api-key", "x-api-key"])
+def test_every_route_reads_the_key_from_the_same_headers(keyed: Proxy, header: str) -> None:
+    """A key in any of the headers one route accepts works on every route (the anthropic SDK lists
+    models with ``x-api-key``), and a wrong one is refused on every route."""
+    for key, want in ((CLIENT, 200), ("wrong", 401)):
+        value = f"Bearer {key}" if header == "authorization" else key
+        h = {header: value}
+        assert httpx.get(keyed.url + "/v1/models", headers=h).status_code == want
+        assert httpx.get(keyed.url + "/v1/models/echo", headers=h).status_code in ({200, 404} if want == 200 else {401})
+        chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(keyed.url + "/v1/chat/completions", json=chat, headers=h).status_code == want
+    admin = {header: f"Bearer {ADMIN}" if header == "authorization" else ADMIN}
+    assert httpx.post(keyed.url + "/admin/quarantine/echo/clear", headers=admin).status_code == 200
+
+
 def test_admin_endpoints_are_off_without_an_admin_key(sim_proxy: Proxy) -> None:
     r = httpx.post(sim_proxy.url + "/admin/quarantine/sim-model", headers={"authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
