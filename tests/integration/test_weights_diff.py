@@ -104,6 +104,27 @@ def test_gguf_without_the_extra_says_which_extra(tmp_path: Path, monkeypatch: py
         open_checkpoint(path)
 
 
+def test_a_header_whose_offsets_disagree_with_its_shapes_is_refused(
+    base: tuple[ck.Weights, Path], tmp_path: Path
+) -> None:
+    """A header claiming more bytes for a tensor than its shape holds (the other tensors shifted to
+    match) is not a safetensors file: exit 2 with the reason, not ``identical``."""
+    _, path = base
+    (shard, *_) = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    raw = shard.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    name = next(n for n in header if n != "__metadata__")
+    header[name]["shape"] = [*header[name]["shape"][:-1], header[name]["shape"][-1] - 1]  # fewer elements, same bytes
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
+    cmd = [sys.executable, "-m", "proxy.cli", "weights", "diff", "--base", str(bad), "--candidate", str(bad)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not a valid safetensors file" in done.stderr, done.stdout + done.stderr
+
+
 def test_another_architecture_is_a_mismatch(base: tuple[ck.Weights, Path], tmp_path: Path) -> None:
     w, path = base
     fewer = {n: x for n, x in w.items() if ck.layer_of(n) != 3}
