@@ -164,8 +164,8 @@ def _weights(argv: list[str]) -> int:
 
 
 # The commands that parse their own options (name: help, run); serve, sim-upstream and classify are
-# parsed in build_parser. Every command named in the package, the README or docs/ is one of these
-# (tests/integration/test_cli.py).
+# parsed in build_parser. Every command named in the package, the README or docs/ is one of the two,
+# and answers --help (tests/unit/test_cli_registry.py).
 DELEGATED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "eval": ("pre-deploy gate: run the canary suites against a candidate server", _delegate("proxy.canary.gate")),
     "canary-suite": (
