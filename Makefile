@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 SIM_PORT ?= 9000
 
-.PHONY: install run test check lint clean sim bench bench-detector bench-audit bench-proxy bench-llamacpp soak
+SOURCES := proxy detectors reference_upstream fire_drill forensics tests scripts bench grafana deploy
+
+.PHONY: install run test test-unit fmt check lint clean sim bench bench-detector bench-audit bench-proxy bench-llamacpp soak
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +40,14 @@ sim: $(VENV)/.installed-run
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# the fast loop (CONTRIBUTING.md): the unit tests and the doctests, no servers
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit proxy detectors reference_upstream fire_drill forensics $(PYTEST_ARGS)
+
+fmt: install
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
+
 # Benchmarks write bench/results/; figures are quoted in the README with the machine they came from.
 bench: bench-detector bench-audit bench-proxy
 
@@ -60,8 +70,8 @@ bench-detector: install
 	$(BIN)/python bench/detector.py
 
 lint: install
-	$(BIN)/ruff check proxy detectors reference_upstream fire_drill forensics tests scripts bench grafana deploy
-	$(BIN)/ruff format --check proxy detectors reference_upstream fire_drill forensics tests scripts bench grafana deploy
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 
 check: lint test

@@ -12,7 +12,10 @@ measures every target in turn; ratios are computed within each run and the media
 ``--state-store`` adds the state store's cost (one replica of a fleet, :mod:`proxy.state`): the
 default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a real PostgreSQL
 (Debian's server, a throwaway cluster on loopback, started here), each publishing once a second.
-Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``).
+``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
+own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
+Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,
+``proxy-ab.{json,md}`` with ``--against``).
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class Target:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, **kw.get("env", {})},
+            cwd=kw.get("cwd"),
         )
         try:
             wait_http(ready or url, timeout=180)
@@ -156,6 +160,15 @@ class Target:
             self.proc.kill()
 
 
+def checkout(ref: str, tmp: Path) -> Path:
+    """The repository's files at ``ref``, in a directory of their own."""
+    tree = tmp / "against"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
 def litellm_venv(path: Path) -> Path:
     """LiteLLM's proxy in its own virtualenv, pinned; installed on first use."""
     if not (path / "bin" / "litellm").exists():
@@ -168,7 +181,7 @@ def litellm_venv(path: Path) -> Path:
 def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | None) -> list[Target]:
     targets = [Target("direct", None, upstream)]
 
-    def guard(name: str, workers: int, cores: str, state: str | None = None) -> Target:
+    def guard(name: str, workers: int, cores: str, state: str | None = None, tree: Path | None = None) -> Target:
         port = free_port()
         cfg = tmp / f"{name}.yaml"
         settings = {
@@ -184,9 +197,12 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         cfg.write_text(yaml.safe_dump(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
         url = f"http://127.0.0.1:{port}"
-        return Target(name, cmd, url, url + "/healthz", cores=cores)
+        env = {"PYTHONPATH": str(tree)} if tree else {}  # the tree's own code before the editable install
+        return Target(name, cmd, url, url + "/healthz", cores=cores, cwd=tree, env=env)
 
     targets.append(guard("refusal-guard", 1, "0"))
+    if args.against:
+        targets.append(guard(f"refusal-guard@{args.against}", 1, "0", tree=checkout(args.against, tmp)))
     if args.workers_scaling:
         targets += [guard("refusal-guard-1w-2cores", 1, "0,1"), guard("refusal-guard-2w-2cores", 2, "0,1")]
     if args.state_store:
@@ -244,6 +260,12 @@ def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, An
                 within[f"{store} / refusal-guard-store-off rps at c{c}"] = ratio(
                     lambda r, c=c, s=store: r[s][f"c{c}"]["rps"] / r["refusal-guard-store-off"][f"c{c}"]["rps"]
                 )
+    for name in med:
+        if name.startswith("refusal-guard@"):
+            for c in (1, 8, 32):
+                within[f"refusal-guard / {name} rps at c{c}"] = ratio(
+                    lambda r, c=c, n=name: r["refusal-guard"][f"c{c}"]["rps"] / r[n][f"c{c}"]["rps"]
+                )
     if "refusal-guard-2w-2cores" in med:
         within["2 workers / 1 worker rps at c32 (both cores)"] = ratio(
             lambda r: r["refusal-guard-2w-2cores"]["c32"]["rps"] / r["refusal-guard-1w-2cores"]["c32"]["rps"]
@@ -292,6 +314,7 @@ def main() -> None:
     p.add_argument("--no-litellm", action="store_true")
     p.add_argument("--workers-scaling", action="store_true")
     p.add_argument("--state-store", action="store_true")
+    p.add_argument("--against", metavar="REF", help="also measure refusal-guard as it was at this git ref")
     args = p.parse_args()
     os.sched_setaffinity(0, {1})  # this process is a client (stream timing), on the load generator's core
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
@@ -332,7 +355,8 @@ def main() -> None:
         if pg is not None:
             pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
-    save("proxy-state" if args.state_store else "proxy", results, markdown(results))
+    name = "proxy-ab" if args.against else "proxy-state" if args.state_store else "proxy"
+    save(name, results, markdown(results))
 
 
 if __name__ == "__main__":

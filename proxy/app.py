@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from detectors import Detector, load_detector
 from detectors.harm import HarmfulRequestClassifier
-from proxy.asgi import GuardApp
 from proxy.audit.writer import AuditWriter
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
@@ -32,7 +32,6 @@ from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.routes import admin, models, openai, ops
-from proxy.routes.table import RouteTable
 from proxy.routing import Router
 from proxy.service import ProxyService
 from proxy.settings import Settings, UpstreamConfig
@@ -41,6 +40,7 @@ from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine
 from proxy.state.outbox import Outbox, PublishOutcomes
 from proxy.state.sync import StateSync, replica_id
 from proxy.upstream import OpenAIUpstream, Upstream
+from proxy.web import front_door
 
 
 def build_upstream(config: UpstreamConfig) -> Upstream:
@@ -61,7 +61,7 @@ def create_app(
     replica: str | None = None,
     clock: Callable[[], float] = time.time,
     ids: Iterator[bytes] | None = None,
-) -> GuardApp:
+) -> FastAPI:
     """Build the proxy app.
 
     >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
@@ -73,7 +73,6 @@ def create_app(
     ups = list(upstreams) if upstreams is not None else [build_upstream(c) for c in settings.upstreams]
     metrics.known_upstreams(u.name for u in ups)
     catalog = ModelCatalog(ups, traffic_cap=settings.learned_models_cap, traffic_after=settings.learn_model_after)
-    router = Router(catalog)
     canary = settings.canary
     suites = load_suites(canary.suites, canary.extra_suites) if canary.enabled else []
     progress = threading.Condition()  # notified as exchanges and audit batches come through (proxy.testing)
@@ -83,6 +82,7 @@ def create_app(
     outbox = Outbox(metrics)  # what this replica publishes to the state store (proxy.state)
     observers = [audit.transition] if audit else []
     drift = DriftMonitor(canary, metrics, notifier, outbox=outbox, replica=replica, observers=observers, clock=clock)
+    router = Router(catalog, drift=drift, canary=canary)
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
     harm = HarmfulRequestClassifier.load() if canary.production_harmful.enabled else None
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
@@ -102,17 +102,13 @@ def create_app(
         batch_size=settings.classify_batch_size,
         progress=progress,
     )
-    auth = ClientAuth(settings.client_keys)
     service = ProxyService(
         router,
-        auth,
         pipeline,
         metrics,
         max_body_bytes=settings.max_body_bytes,
         max_response_bytes=settings.max_response_bytes,
         edge=settings.edge,
-        drift=drift,
-        canary=canary,
         strict=audit is not None and settings.audit.durability == "strict",
         clock=clock,
     )
@@ -125,28 +121,19 @@ def create_app(
         shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics, privacy=settings.audit.privacy,
     )  # fmt: skip
     readiness = ops.Readiness(ups, settings.readiness_cache_seconds)
-    table = RouteTable(
-        [
-            *ops.routes(readiness, metrics, sync, pipeline, audit, settings.metrics_dir),
-            *admin.routes(settings, drift, sync, catalog),
-            *models.routes(catalog, auth),
-            *openai.routes(service, settings.passthrough),
-        ]
-    )
-
+    auth = ClientAuth(settings.client_keys)
+    routers = [
+        ops.router(readiness, metrics, sync, pipeline, audit, settings.metrics_dir),
+        admin.router(settings, drift, sync, catalog),
+        models.router(catalog, auth),
+        openai.router(service, auth, settings.passthrough),
+    ]
     lifespan = Lifecycle(classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir)
-    app = GuardApp(table, lifespan, ids=ids)
-    app.state.__dict__.update(
-        service=service,
-        pipeline=pipeline,
-        metrics=metrics,
-        settings=settings,
-        drift=drift,
-        scheduler=scheduler,
-        sync=sync,
-        catalog=catalog,
-        audit=audit,
-        shift=shift,
-        progress=progress,
-    )
+    app = front_door(routers, lifespan, ids=ids, rejected=service.rejected)
+    parts = dict(
+        service=service, pipeline=pipeline, metrics=metrics, settings=settings, drift=drift, scheduler=scheduler,
+        sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress,
+    )  # fmt: skip
+    for name, part in parts.items():  # what tests and operators look at
+        setattr(app.state, name, part)
     return app

@@ -6,6 +6,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
+from starlette.requests import Request
+
 from proxy.errors import Unauthorized
 from proxy.settings import ClientKey
 
@@ -14,7 +16,8 @@ class ClientAuth:
     """Checks the key a client presents (``Authorization: Bearer``, ``api-key``, or Anthropic's
     ``x-api-key``) against the config.
 
-    With no keys configured every request is let in and the key id is ``None``.
+    With no keys configured every request is let in and the key id is ``None``. An instance is the
+    FastAPI dependency of every ``/v1`` route (``Depends(auth)``): it yields the key's id.
     """
 
     def __init__(self, keys: Sequence[ClientKey]) -> None:
@@ -23,6 +26,9 @@ class ClientAuth:
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
+
+    async def __call__(self, request: Request) -> str | None:
+        return self.check_headers(request.headers)
 
     def check_headers(self, headers: Mapping[str, str]) -> str | None:
         """:meth:`check` on the headers every route reads the key from, in this order of precedence:

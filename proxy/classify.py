@@ -18,7 +18,7 @@ class Classifier:
     """Verdicts for each answer of an exchange (one per choice): tool calls count as compliance,
     a provider's own refusal signal as refusal, everything else goes to the detector in one batch.
     With ``harm``, a production request's last user turn is also judged harmful or not
-    (``Exchange.harmful``, for :mod:`proxy.harmful`)."""
+    (``Exchange.harmful`` and its score, for :mod:`proxy.harmful` and the audit record)."""
 
     def __init__(self, detector: Detector, metrics: Metrics, harm: HarmfulRequestClassifier | None = None) -> None:
         self.detector = detector
@@ -29,7 +29,9 @@ class Classifier:
         assert ex.endpoint is not None
         prompt = prompt_text(ex.endpoint, ex.request or {})
         if self.harm is not None and ex.traffic == "production":
-            ex.harmful = self.harm.is_harmful(prompt)
+            score = self.harm.score(prompt) if prompt else 0.0
+            ex.harmful, ex.harm_score = bool(prompt) and score >= self.harm.threshold, round(score, 4)
+            ex.harm_by = (self.harm.name, self.harm.version)
         answers: list[Answer]
         if ex.stream:
             answers = answers_from_stream(ex.endpoint, ex.response)

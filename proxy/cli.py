@@ -94,10 +94,20 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("refusal-guard")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers."
     )
+    p.add_argument("--version", action="version", version=f"refusal-guard {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the proxy")

@@ -62,7 +62,9 @@ class Exchange:
     verdicts: list[Verdict] = field(default_factory=list)
     shed: bool = False  # the classify queue was full: counted, logged, audited without verdicts
     harmful: bool | None = None  # production: the harmful-request classifier's call on the last user turn
-    canary: dict[str, str] | None = None  # suite and prompt id, for canary traffic
+    harm_score: float | None = None  # its score (P(harmful)); the classifier's name and version in ``harm_by``
+    harm_by: tuple[str, str] | None = None
+    canary: dict[str, str] | None = None  # suite, prompt id and expected outcome, for canary traffic
     headers: list[tuple[str, str]] = field(default_factory=list)  # request headers, lower-cased names
 
     @property

@@ -153,7 +153,9 @@ def delay_table(
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m proxy.harmful: the README's table, from the shipped classifier's card
+if (
+    __name__ == "__main__"
+):  # python -m proxy.harmful: the table in docs/production-monitor.md, from the shipped classifier's card
     from detectors.harm import HarmfulRequestClassifier
 
     results = HarmfulRequestClassifier.load().card["leave_one_source_out"]

@@ -1,8 +1,9 @@
 """ASGI responses that relay an upstream's answer and report back once the client has it.
 
 ``BodyRelay`` sends a complete body; ``StreamRelay`` forwards each upstream chunk the moment it
-arrives (no buffering) while keeping a copy for the classifier. Both call ``on_sent`` after the
-last byte left, which is where metrics, logging and classification hook in, off the hot path.
+arrives (no buffering) while keeping a copy for the classifier. Both tell the request's
+:class:`~proxy.handoff.Handoff` once the last byte left: metrics, logging and classification run
+from there, off the hot path.
 A client that disconnects cancels the upstream request (see :class:`DisconnectWatch`).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -18,9 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import AuditUnavailable, UpstreamBrokeOff, UpstreamError, sse_error_event
 from proxy.exchange import Outcome
+from proxy.handoff import Handoff
 from proxy.upstream import UpstreamResponse
-
-OnSent = Callable[[Outcome], None]
 
 
 class DisconnectWatch:
@@ -62,17 +61,17 @@ class DisconnectWatch:
 
 
 class BodyRelay(Response):
-    """A complete response; ``on_sent`` runs after the body went out."""
+    """A complete response; the hand-off is told after the body went out."""
 
     def __init__(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, outcome: Outcome, on_sent: OnSent
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, outcome: Outcome, handoff: Handoff
     ) -> None:
         self.status_code = status
         self.body = body
         self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
         self.background = None
         self._outcome = outcome
-        self._on_sent = on_sent
+        self._handoff = handoff
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -80,7 +79,7 @@ class BodyRelay(Response):
             await send({"type": "http.response.body", "body": self.body})
         except OSError:
             self._outcome.disconnected = True
-        self._on_sent(self._outcome)
+        self._handoff.sent(self._outcome)
 
 
 class StreamRelay(Response):
@@ -93,10 +92,8 @@ class StreamRelay(Response):
         keep: int,
         error_event: bytes,
         endpoint: str | None,
-        on_sent: OnSent,
-        before_end: Callable[[Outcome], Awaitable[None]] | None = None,
+        handoff: Handoff,
     ) -> None:
-        self._before_end = before_end
         self.status_code = upstream.status_code
         self.raw_headers = upstream.headers
         self.background = None
@@ -104,7 +101,7 @@ class StreamRelay(Response):
         self._keep = keep
         self._error_event = error_event
         self._endpoint = endpoint
-        self._on_sent = on_sent
+        self._handoff = handoff
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         up = self._upstream
@@ -137,10 +134,10 @@ class StreamRelay(Response):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             out.disconnected = watch.disconnected
             if not out.disconnected:
-                if self._before_end is not None:  # strict audit: the stream ends once its record is durable
+                if self._handoff.strict:  # strict audit: the stream ends once its record is durable
                     out.body = b"".join(kept)
                     try:
-                        await self._before_end(out)
+                        await self._handoff.hold(out)
                     except Exception:
                         failed = sse_error_event(AuditUnavailable(), self._endpoint)  # built only when it happens
                         await send({"type": "http.response.body", "body": failed, "more_body": True})
@@ -150,4 +147,4 @@ class StreamRelay(Response):
         finally:
             await asyncio.shield(up.aclose())
             out.body = b"".join(kept)
-            self._on_sent(out)
+            self._handoff.sent(out)

@@ -1,7 +1,8 @@
 """Configuration: read once, at the edge, into frozen objects.
 
 Sources, lowest precedence first: built-in defaults, a YAML file (``--config`` or
-``REFUSAL_GUARD_CONFIG``), environment variables ``REFUSAL_GUARD_*``, then command-line flags.
+``REFUSAL_GUARD_CONFIG``), environment variables (every field has one, ``REFUSAL_GUARD_PORT``,
+``REFUSAL_GUARD_CANARY__INTERVAL_SECONDS``: :mod:`proxy.envsource`), then command-line flags.
 Nothing else in the proxy reads (or writes) the environment: this module is the one place, with
 :meth:`UpstreamConfig.api_key` and :meth:`AuditSettings.hash_salt` reading the variables the
 config *names* (a secret never sits in a config file), and the few variables that pass settings
@@ -32,6 +33,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from proxy.envsource import PREFIX as ENV_PREFIX
+from proxy.envsource import from_environment, merge, reference
 
 
 def is_glob(name: str) -> bool:
@@ -314,17 +318,7 @@ class Settings(_Frozen):
         return list(dict.fromkeys(m for u in self.upstreams for m in u.models))
 
 
-ENV_PREFIX = "REFUSAL_GUARD_"
-_ENV_FIELDS = {
-    "HOST": "host",
-    "PORT": "port",
-    "WORKERS": "workers",
-    "DETECTOR": "detector",
-    "MAX_BODY_BYTES": "max_body_bytes",
-    "MAX_RESPONSE_BYTES": "max_response_bytes",
-    "CLASSIFY_QUEUE_SIZE": "classify_queue_size",
-    "LOG_LEVEL": "log_level",
-}
+SHORTCUTS = ("CONFIG", "AUDIT", "STATE", "UPSTREAM", "UPSTREAM_API_KEY_ENV", "WORKER_SETTINGS")  # not fields
 
 
 def load_settings(
@@ -333,10 +327,12 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge defaults, the YAML file, ``REFUSAL_GUARD_*`` variables and ``overrides``.
+    """Merge defaults, the YAML file, ``REFUSAL_GUARD_*`` variables (every field has one:
+    :mod:`proxy.envsource`) and ``overrides`` (command-line flags).
 
-    ``REFUSAL_GUARD_UPSTREAM=URL`` (or ``overrides={"upstream": URL}``) is the one-upstream shortcut:
-    an upstream named ``default`` serving every model.
+    Shortcuts: ``REFUSAL_GUARD_UPSTREAM=URL`` (or ``overrides={"upstream": URL}``) is one upstream
+    named ``default`` serving every model; ``REFUSAL_GUARD_AUDIT`` and ``REFUSAL_GUARD_STATE`` are the
+    audit and state-store URLs.
 
     >>> load_settings(environ={}, overrides={"upstream": "http://127.0.0.1:8000/v1"}).upstreams[0].name
     'default'
@@ -349,26 +345,16 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: the top level must be a mapping")
         data.update(loaded)
-    for var, field in _ENV_FIELDS.items():
-        if ENV_PREFIX + var in env:
-            data[field] = env[ENV_PREFIX + var]
+    data = merge(data, from_environment(Settings, env, skip=SHORTCUTS))
     over = dict(overrides or {})
-    audit_url = over.pop("audit", None) or env.get(ENV_PREFIX + "AUDIT")
-    if audit_url:
-        data["audit"] = {**data.get("audit", {}), "url": audit_url}
-    state_url = over.pop("state", None) or env.get(ENV_PREFIX + "STATE")
-    if state_url:
-        data["state"] = {**data.get("state", {}), "url": state_url}
+    for section in ("audit", "state"):
+        url = over.pop(section, None) or env.get(ENV_PREFIX + section.upper())
+        if url:
+            data[section] = {**data.get(section, {}), "url": url}
     upstream = over.pop("upstream", None) or env.get(ENV_PREFIX + "UPSTREAM")
+    key_env = over.pop("upstream_api_key_env", None) or env.get(ENV_PREFIX + "UPSTREAM_API_KEY_ENV")
     if upstream:
-        data["upstreams"] = [
-            {
-                "name": "default",
-                "base_url": upstream,
-                "api_key_env": over.pop("upstream_api_key_env", None) or env.get(ENV_PREFIX + "UPSTREAM_API_KEY_ENV"),
-            }
-        ]
-    over.pop("upstream_api_key_env", None)
+        data["upstreams"] = [{"name": "default", "base_url": upstream, "api_key_env": key_env}]
     data.update({k: v for k, v in over.items() if v is not None})
     return Settings.model_validate(data)
 
@@ -398,3 +384,7 @@ def worker_settings() -> Settings:
 def prepare_litellm() -> None:
     """Before litellm is imported: never let it fetch its cost map from the network."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+if __name__ == "__main__":  # python -m proxy.settings: the table in docs/configuration.md
+    print(reference(Settings), end="")

@@ -4,6 +4,12 @@ Canonical form: the record without ``hash``, serialised as JSON with sorted keys
 whitespace (orjson). ``hash = sha256(prev_hash + canonical)``; the first record of a writer's
 chain has ``prev_hash`` = 64 zeros. ``seq`` counts records of one writer instance (``writer``),
 so replicas never coordinate: each has its own chain.
+
+A record carries every decision taken on it: the answer's verdict and score (and each choice's, in
+``verdicts``) with the detector's name and version; for a production request, the harmful-request
+classifier's decision (``harm``: flagged or not, score, classifier and version); for a canary, its
+suite, prompt id and expected outcome (``canary``). Privacy modes never touch these. Records written
+before a field existed lack it and still verify: the hash covers the record as it was written.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ FIELDS = (
     "detector",
     "detector_version",
     "verdicts",
+    "harm",
     "error",
     "canary",
 )
@@ -118,6 +125,14 @@ def _response(ex: Exchange) -> Any:
         return {"text": ex.response[:1_000_000].decode("utf-8", "replace")}
 
 
+def _harm(ex: Exchange) -> dict[str, Any] | None:
+    """A production request's harmful-request decision, as the proxy's own test counted it."""
+    if ex.harmful is None:
+        return None
+    name, version = ex.harm_by or (None, None)
+    return {"harmful": ex.harmful, "score": ex.harm_score, "classifier": name, "version": version}
+
+
 def build(ex: Exchange) -> dict[str, Any]:
     """The record of one exchange (before privacy and chaining)."""
     first = ex.verdicts[0] if ex.verdicts else None
@@ -145,6 +160,7 @@ def build(ex: Exchange) -> dict[str, Any]:
         "detector": first.detector if first else None,
         "detector_version": first.version if first else None,
         "verdicts": [v.as_dict() for v in ex.verdicts],
+        "harm": _harm(ex),
         "error": ex.error,
         "canary": ex.canary,
     }

@@ -3,10 +3,17 @@ the person the canary page woke up, built from the audit log alone.
 
 One self-contained HTML file (charts by plotly, its JavaScript inlined: no network needed to view
 it): the refusal rate over time for production, each canary suite, and the production requests the
-harmful-request classifier flags (the probe-free signal); drift transitions and quarantines on the
+harmful-request classifier flagged (the probe-free signal); drift transitions and quarantines on the
 same time axis; counts by verdict; the canaries that failed, with prompt and answer excerpts; the
 transitions as a table; and whether the audit chain verifies, for the whole log and for each record
-shown. Needs the ``report`` extra (``pip install 'refusal-guard[report]'``).
+shown. Drawn from ``templates/report.html`` (Jinja2, autoescaped). Needs the ``report`` extra
+(``pip install 'refusal-guard[report]'``).
+
+It only renders: every decision comes from the records (``verdict``, ``harm``, ``canary.expected``,
+:mod:`proxy.audit.record`), so it works the same under every privacy mode (prompts and answers are
+blank where the mode dropped or hashed them). Records written before ``harm`` existed are never in
+the harmful series; before ``canary.expected`` existed, a suite named ``benign`` is taken as
+expecting compliance and any other as expecting refusal (how those proxies judged them).
 """
 
 from __future__ import annotations
@@ -58,22 +65,29 @@ def when(r: dict[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(str(r["ts_start"]))
 
 
-def expected(suite: str) -> str:
-    """What a suite's canaries should get: the shipped ``benign`` suite (and suites named so) must be
-    answered, every other suite refused."""
-    return "compliance" if "benign" in suite else "refusal"
+def expected(r: dict[str, Any]) -> str:
+    """What a canary should have got, as its record says (older records: by its suite's name)."""
+    canary = r.get("canary") or {}
+    recorded = canary.get("expected")
+    if recorded in ("refusal", "compliance"):
+        return str(recorded)
+    return "compliance" if "benign" in str(canary.get("suite", "")) else "refusal"
 
 
 def failed(r: dict[str, Any]) -> bool:
-    suite = str((r.get("canary") or {}).get("suite", ""))
     verdict = r.get("verdict")
     if verdict is None:
         return False
-    return (verdict in REFUSED) != (expected(suite) == "refusal")
+    return (verdict in REFUSED) != (expected(r) == "refusal")
 
 
 def prompt_of(r: dict[str, Any]) -> str:
     return prompt_text(str(r.get("endpoint") or "chat"), r.get("request") or {}) or ""
+
+
+def readable(r: dict[str, Any]) -> bool:
+    """Whether the record's content is text to show (not hashed or dropped by its privacy mode)."""
+    return r.get("privacy") in (None, "full", "redact")
 
 
 def answer_of(r: dict[str, Any]) -> str:
@@ -159,12 +173,8 @@ def series(w: Window, harmful: list[dict[str, Any]]) -> dict[str, list[dict[str,
 
 
 def flagged_harmful(production: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The production requests the shipped harmful-request classifier flags (as the proxy's own
-    production-harmful test does at run time)."""
-    from detectors.harm import HarmfulRequestClassifier
-
-    clf = HarmfulRequestClassifier.load()
-    return [r for r in production if clf.is_harmful(prompt_of(r))]
+    """The production requests the harmful-request classifier flagged, as recorded (``harm``)."""
+    return [r for r in production if (r.get("harm") or {}).get("harmful") is True]
 
 
 def chain_status(all_records: list[dict[str, Any]], problems: list[Problem], shown: list[dict[str, Any]]) -> str:
@@ -257,41 +267,40 @@ def _page(
     start: dt.datetime,
     end: dt.datetime,
 ) -> str:
-    e = html.escape
-    transitions = (
-        "".join(
-            f"<tr><td>{e(str(r['ts_start']))}</td><td>{e(str(ev.get('transition')))}</td><td>{e(str(ev.get('suite') or ''))}</td>"
-            f"<td>{e(orjson.dumps({k: v for k, v in ev.items() if k not in ('kind', 'transition', 'model', 'suite')}).decode()[:300])}</td></tr>"
+    from jinja2 import Environment, PackageLoader, select_autoescape  # the `report` extra
+    from markupsafe import Markup
+
+    env = Environment(loader=PackageLoader("proxy.audit"), autoescape=select_autoescape(default=True))
+    hidden = ("kind", "transition", "model", "suite")
+    return env.get_template("report.html").render(
+        model=w.model,
+        window=f"{since or start.isoformat(timespec='seconds')} to {until or end.isoformat(timespec='seconds')}",
+        production=len(w.production),
+        canaries=len(w.canaries),
+        privacy=sorted({str(r["privacy"]) for r in w.shown if not readable(r)}),
+        chain=chain_text,
+        rate_chart=Markup(rate.to_html(full_html=False, include_plotlyjs=True, div_id="rate-chart")),
+        counts_chart=Markup(counts.to_html(full_html=False, include_plotlyjs=False, div_id="counts-chart")),
+        transitions=[
+            {
+                "time": r["ts_start"],
+                "transition": ev.get("transition"),
+                "suite": ev.get("suite") or "",
+                "detail": orjson.dumps({k: v for k, v in ev.items() if k not in hidden}).decode()[:300],
+            }
             for r in w.events
             for ev in [r.get("event") or {}]
-        )
-        or '<tr><td colspan="4">none in this window</td></tr>'
+        ],
+        fails=[
+            {
+                "time": r["ts_start"],
+                "suite": (r.get("canary") or {}).get("suite"),
+                "expected": expected(r),
+                "verdict": r.get("verdict"),
+                "prompt": prompt_of(r)[:300] if readable(r) else "",
+                "answer": answer_of(r)[:400] if readable(r) else "",
+                "request_id": r.get("request_id"),
+            }
+            for r in fails
+        ],
     )
-    failures = (
-        "".join(
-            f"<tr><td>{e(str(r['ts_start']))}</td><td>{e(str((r.get('canary') or {}).get('suite')))}</td>"
-            f"<td>{e(str(r.get('verdict')))}</td><td class='text'>{e(prompt_of(r)[:300])}</td>"
-            f"<td class='text'>{e(answer_of(r)[:400])}</td><td><code>{e(str(r.get('request_id')))}</code></td></tr>"
-            for r in fails[:50]
-        )
-        or '<tr><td colspan="6">no canary failed in this window</td></tr>'
-    )
-    window = f"{since or start.isoformat(timespec='seconds')} to {until or end.isoformat(timespec='seconds')}"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>refusal-guard report: {e(w.model)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1300px}} table{{border-collapse:collapse;width:100%;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}} td.text{{max-width:380px}}
-.chain{{padding:8px;border-left:4px solid #888;background:#f6f6f6}}</style></head><body>
-<h1>refusal-guard incident report: <code>{e(w.model)}</code></h1>
-<p>Window: {e(window)}. Production answers: {len(w.production)}; canary answers: {len(w.canaries)}
-({len(fails)} failed); drift transitions and quarantines: {len(w.events)}.</p>
-<h2 id="chain">Audit chain</h2><p class="chain" id="chain-status">{e(chain_text)}</p>
-<h2>Refusal rate</h2>{rate.to_html(full_html=False, include_plotlyjs=True, div_id="rate-chart")}
-<h2>Drift transitions and quarantines</h2>
-<table id="transitions"><tr><th>time</th><th>transition</th><th>suite</th><th>detail</th></tr>{transitions}</table>
-<h2>Failed canaries</h2><p>A harmful-suite canary that was answered, or a benign-suite canary that was refused (50 at most: first those of a suite while it was in alarm, then the latest others).</p>
-<table id="failed-canaries"><tr><th>time</th><th>suite</th><th>verdict</th><th>prompt</th><th>answer</th><th>request id</th></tr>{failures}</table>
-<h2>Counts</h2>{counts.to_html(full_html=False, include_plotlyjs=False, div_id="counts-chart")}
-<p><small>Built by <code>refusal-guard audit report</code> from the audit log; times in UTC.</small></p>
-</body></html>
-"""

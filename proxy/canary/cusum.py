@@ -146,7 +146,7 @@ def canaries_for(design: CusumDesign, p: float, probability: float) -> int:
     return n
 
 
-if __name__ == "__main__":  # python -m proxy.canary.cusum: the default design's figures, for the README
+if __name__ == "__main__":  # python -m proxy.canary.cusum: the default design's figures, for docs/canaries.md
     from proxy.settings import DriftDesign
 
     d = DriftDesign()

@@ -6,7 +6,7 @@
 
 Exit status: 0 the gate passed, 1 it failed, 2 it could not run (server unreachable, too many errors).
 The defaults pass a safety-tuned model and fail its abliterated twin and an over-refusing model
-(see the README for the figures behind them).
+(docs/forensics.md has the figures behind them).
 """
 
 from __future__ import annotations

@@ -192,6 +192,6 @@ class CanaryScheduler:
                     upstream_wait=time.perf_counter() - t0,
                     request=body,
                     response=content,
-                    canary={"suite": suite.name, "prompt_id": item.id},
+                    canary={"suite": suite.name, "prompt_id": item.id, "expected": suite.expected},
                 )
             )

@@ -6,44 +6,49 @@ did; if the store is down it is kept and written when it returns) and every repl
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
 from proxy.catalog import ModelCatalog
 from proxy.errors import ModelNotFound, NotFound
-from proxy.routes.table import Endpoint
+from proxy.schemas import OpenAIError, errors
 from proxy.settings import ClientKey, Settings
 from proxy.state.sync import StateSync
 
 
-def routes(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: ModelCatalog) -> list[Endpoint]:
+def router(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: ModelCatalog) -> APIRouter:
     digest = settings.admin_key_sha256
     admin = ClientAuth([ClientKey(id="admin", sha256=digest)] if digest else [])
 
-    def check(request: Request) -> None:
+    async def operator(request: Request) -> None:
+        """The admin key's check: the same headers as every route's (:class:`ClientAuth`)."""
         if not admin.enabled:
             raise NotFound("Admin endpoints are off: set admin_key_sha256 in the config.")
-        admin.check_headers(request.headers)
+        await admin(request)
 
-    async def clear(request: Request, model: str) -> Response:
-        check(request)
+    api = APIRouter(
+        prefix="/admin/quarantine",
+        tags=["admin"],
+        dependencies=[Depends(operator)],
+        responses=errors(OpenAIError, 401, 404),
+    )
+
+    @api.post("/{model:path}/clear", summary="Release a quarantined model")
+    async def clear(model: str) -> Response:
         released = drift.release(model, by="operator")
         stored = await sync.sync()
         return JSONResponse(
             {"model": model, "released": released, "stored": stored, "state": drift.state()["models"].get(model)}
         )
 
-    async def quarantine(request: Request, model: str) -> Response:
-        check(request)
+    @api.post("/{model:path}", summary="Quarantine a model on every replica")
+    async def quarantine(model: str) -> Response:
         if model not in catalog.names() and model not in settings.canary.models:
             raise ModelNotFound(f"The model `{model[:200]}` is not configured.", param="model")
         drift.quarantine(model, "operator", by="operator")
         stored = await sync.sync()
         return JSONResponse({"model": model, "quarantined": True, "stored": stored})
 
-    return [
-        Endpoint("/admin/quarantine/{model}/clear", ("POST",), clear),
-        Endpoint("/admin/quarantine/{model}", ("POST",), quarantine),
-    ]
+    return api

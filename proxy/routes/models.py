@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse, Response
 
 from proxy.auth import ClientAuth
 from proxy.catalog import ModelCatalog
 from proxy.errors import ModelNotFound
-from proxy.routes.table import Endpoint
+from proxy.schemas import OpenAIError, errors
+from proxy.web import add_get
 
 
-def routes(catalog: ModelCatalog, auth: ClientAuth) -> list[Endpoint]:
-    async def list_models(request: Request) -> Response:
-        auth.check_headers(request.headers)
+def router(catalog: ModelCatalog, auth: ClientAuth) -> APIRouter:
+    api = APIRouter(tags=["models"], dependencies=[Depends(auth)], responses=errors(OpenAIError, 401))
+
+    async def list_models() -> Response:
         return JSONResponse({"object": "list", "data": await catalog.refresh()})
 
-    async def get_model(request: Request, model: str) -> Response:
-        auth.check_headers(request.headers)
+    add_get(api, "/v1/models", list_models, summary="The models served here (an OpenAI model list)")
+
+    async def get_model(model: str) -> Response:
         for m in await catalog.refresh():
             if m["id"] == model:
                 return JSONResponse(m)
         raise ModelNotFound(f"The model `{model[:200]}` does not exist or is not served here.", param="model")
 
-    return [Endpoint("/v1/models", ("GET",), list_models), Endpoint("/v1/models/{model}", ("GET",), get_model)]
+    add_get(api, "/v1/models/{model:path}", get_model, summary="One model", responses=errors(OpenAIError, 404))
+
+    return api

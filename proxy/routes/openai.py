@@ -1,35 +1,64 @@
-"""The OpenAI-compatible relay: classified endpoints and the ``/v1/*`` pass-through (an allow-list:
-``Settings.passthrough``)."""
+"""The OpenAI- and Anthropic-compatible relay: the classified endpoints and the ``/v1/*`` pass-through
+(an allow-list: ``Settings.passthrough``), all into :class:`proxy.service.ProxyService`.
+
+The classified routes take the raw request (no body parameter: FastAPI reads nothing, the service
+reads and relays the bytes); their bodies are documented from :mod:`proxy.schemas`.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from typing import Any
 
-from starlette.requests import Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from proxy.auth import ClientAuth
 from proxy.errors import MethodNotAllowed, NotFound
 from proxy.exchange import ENDPOINTS
-from proxy.routes.table import Endpoint
+from proxy.schemas import REQUESTS, AnthropicError, OpenAIError, errors
 from proxy.service import ProxyService
+from proxy.web import body_of
+
+_RELAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the upstream's answer, relayed unchanged (SSE when `stream`)"}
+}
 
 
-def routes(service: ProxyService, allowed: Sequence[str]) -> list[Endpoint]:
-    def classified(path: str) -> Endpoint:
-        async def relay(request: Request) -> Response:
-            return await service.forward(request, path)
+def router(service: ProxyService, auth: ClientAuth, allowed: Sequence[str]) -> APIRouter:
+    api = APIRouter(tags=["relay"])
+    key_of = Depends(auth)  # the client's key id
 
-        return Endpoint(f"/v1/{path}", ("POST",), relay)
+    def classified(path: str, endpoint: str) -> None:
+        async def relay(request: Request, key: str | None = key_of) -> Response:
+            return await service.forward(request, path, key)
 
-    async def passthrough(request: Request, path: str) -> Response:
+        envelope = AnthropicError if endpoint == "messages" else OpenAIError
+        api.add_api_route(
+            f"/v1/{path}",
+            relay,
+            methods=["POST"],
+            name=endpoint,
+            summary=f"{REQUESTS[endpoint].__doc__}, classified",
+            openapi_extra=body_of(endpoint),
+            responses={**_RELAYED, **errors(envelope, 400, 401, 404, 408, 413, 502, 503, 504)},
+        )
+
+    for path, endpoint in ENDPOINTS.items():
+        classified(path, endpoint)
+
+    async def passthrough(request: Request, path: str, key: str | None = key_of) -> Response:
         if path in ENDPOINTS:  # POST is routed above; nothing else is allowed there
             raise MethodNotAllowed(f"Method {request.method} is not allowed on /v1/{path}.", allow=("POST",))
         if not any(fnmatch.fnmatchcase(path, pattern) for pattern in allowed):
             raise NotFound(f"/v1/{path[:200]} is not relayed (not in the pass-through allow-list).")
-        return await service.forward(request, path)
+        return await service.forward(request, path, key)
 
-    return [
-        *(classified(path) for path in ENDPOINTS),
-        Endpoint("/v1/{path}", ("GET", "POST", "PUT", "PATCH", "DELETE"), passthrough),
-    ]
+    api.add_api_route(
+        "/v1/{path:path}",
+        passthrough,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,  # the upstream's own API, relayed as it is
+    )
+    return api

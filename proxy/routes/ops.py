@@ -1,21 +1,21 @@
-"""For operators and probes: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/canary/state``."""
+"""For operators and probes: ``/healthz``, ``/readyz``, ``/metrics``, ``/canary/state`` (``/openapi.json`` is
+FastAPI's, :mod:`proxy.web`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
+from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from proxy.audit.writer import AuditWriter
 from proxy.metrics import Metrics
-from proxy.openapi import document as openapi_document
 from proxy.pipeline import Pipeline
-from proxy.routes.table import Endpoint
 from proxy.state.sync import StateSync
 from proxy.upstream import Upstream
+from proxy.web import add_get
 
 
 class Readiness:
@@ -34,46 +34,45 @@ class Readiness:
         return self._state
 
 
-def routes(
+def router(
     readiness: Readiness,
     metrics: Metrics,
     sync: StateSync,
     pipeline: Pipeline,
     audit: AuditWriter | None,
     metrics_dir: str | None,
-) -> list[Endpoint]:
-    openapi_body = JSONResponse(openapi_document()).body  # built once
+) -> APIRouter:
+    api = APIRouter(tags=["operations"])
     exposed = metrics.registry
     if metrics_dir:  # several workers (proxy.workers): expose the sums of every process
         exposed = CollectorRegistry()
         multiprocess.MultiProcessCollector(exposed, path=metrics_dir)  # type: ignore[no-untyped-call]
 
-    async def healthz(request: Request) -> Response:
+    async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    add_get(api, "/healthz", healthz, summary="Liveness: the process answers")
+
+    async def readyz() -> Response:
         state = await readiness.check()
         ok = bool(state) and all(state.values())
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "upstreams": state}, status_code=200 if ok else 503
         )
 
-    async def scrape(request: Request) -> Response:
+    add_get(api, "/readyz", readyz, summary="Readiness: every upstream answers (503 if not)")
+
+    async def scrape() -> Response:
         metrics.classification_queue_depth.set(pipeline.pending)
         if audit is not None:
             metrics.audit_queue_depth.set(audit.depth)
         return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
 
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_body, media_type="application/json")
+    add_get(api, "/metrics", scrape, summary="Prometheus metrics (every worker's, summed)")
 
-    async def canary_state(request: Request) -> Response:
+    async def canary_state() -> Response:
         return JSONResponse(sync.state())
 
-    return [
-        Endpoint("/healthz", ("GET",), healthz),
-        Endpoint("/readyz", ("GET",), readyz),
-        Endpoint("/metrics", ("GET",), scrape),
-        Endpoint("/openapi.json", ("GET",), openapi),
-        Endpoint("/canary/state", ("GET",), canary_state),
-    ]
+    add_get(api, "/canary/state", canary_state, summary="Each model's canary and drift state")
+
+    return api

@@ -25,7 +25,7 @@ from tests.upstreams import TestUpstream
 ADMIN_KEY = "admin-secret-key"
 PER_ROUND = 2
 D = DriftDesign()
-# the README's figure: at a failure rate of 0.9 the default CUSUM alarms within this many canaries (p >= 0.99)
+# docs/canaries.md's figure: at a failure rate of 0.9 the default CUSUM alarms within this many canaries (p >= 0.99)
 DETECTION_BOUND = canaries_for(CusumDesign(D.p0, D.p1, D.h), 0.9, 0.99)
 
 

@@ -1,7 +1,9 @@
-"""Every command the README shows works: each ``refusal-guard`` command in a code span or block names
-a real subcommand and only options that subcommand has, each ``make`` target exists, and the quick
-start runs for real (``make run``, then the README's own curl lines and Python snippet, whose
-printed output must match what the README says they print)."""
+"""Every command the README and the docs show works: each ``refusal-guard`` command in a code span or
+block (README.md, CONTRIBUTING.md, docs/*.md) names a real subcommand and only options that
+subcommand has, each ``make`` target exists, and the quick start runs for real (``make run``, then
+the README's own curl lines and Python snippet, whose printed output must match what the README says
+they print). The README fits a screen or so (at most 200 lines), every page of docs/ is linked from
+it, and every relative link resolves."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from proxy.server import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md"))]
 CLI = [sys.executable, "-m", "proxy.cli"]
 SUBCOMMANDS = (
     "serve",
@@ -34,17 +37,21 @@ SUBCOMMANDS = (
 )
 
 
-def code() -> list[str]:
-    """The README's code: fenced blocks, then inline code spans outside them."""
-    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", README, flags=re.S | re.M)
-    prose = re.sub(r"^```[a-z]*\n.*?^```", "", README, flags=re.S | re.M)
+def code(text: str = README) -> list[str]:
+    """A page's code: fenced blocks, then inline code spans outside them."""
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M)
+    prose = re.sub(r"^```[a-z]*\n.*?^```", "", text, flags=re.S | re.M)
     return blocks + re.findall(r"`([^`\n]+)`", prose)
 
 
+def all_code() -> list[str]:
+    return [c for page in PAGES for c in code(page.read_text(encoding="utf-8"))]
+
+
 def commands() -> list[str]:
-    """Each ``refusal-guard ...`` command line in the README's code."""
+    """Each ``refusal-guard ...`` command line in the code of the README and the docs."""
     found = []
-    for text in code():
+    for text in all_code():
         for line in text.replace("\\\n", " ").splitlines():
             for m in re.finditer(r"refusal-guard (\S.*)", line):
                 found.append(m.group(1).split(" #", 1)[0].split("`", 1)[0].strip())  # no trailing comment
@@ -65,6 +72,9 @@ def test_the_readme_shows_commands() -> None:
 @pytest.mark.parametrize("command", commands())
 def test_each_refusal_guard_command_has_its_options(command: str) -> None:
     sub, *rest = command.split()
+    if sub.startswith("--"):  # an option of the program itself
+        assert sub in help_of(), f"`refusal-guard {sub}` is not an option"
+        return
     assert sub in SUBCOMMANDS, f"the README shows `refusal-guard {sub}`, which is not a subcommand"
     nested = [w for w in rest[:1] if re.fullmatch(r"[a-z][a-z-]*", w) and w in ("build", "diff")]
     text = help_of(sub, *nested)
@@ -75,8 +85,30 @@ def test_each_refusal_guard_command_has_its_options(command: str) -> None:
 def test_each_make_target_exists() -> None:
     targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
     command = r"^\s*(?:[A-Z_]+=\S+\s+)*make ([a-z][a-z-]*)"  # at a line's start, after any VAR=value
-    shown = {m for text in code() for m in re.findall(command, text, flags=re.M)}
+    shown = {m for text in all_code() for m in re.findall(command, text, flags=re.M)}
     assert shown and shown <= targets, shown - targets
+
+
+def test_the_readme_fits_a_screen_and_reaches_every_page() -> None:
+    assert len(README.splitlines()) <= 200
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+\.md)", README))
+    assert {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} <= linked
+    assert "CONTRIBUTING.md" in README and "docs/security.md" in README
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_every_relative_link_resolves(page: Path) -> None:
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+        if re.match(r"(https?:|mailto:|#)", target):
+            continue
+        path = (page.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"{page.name}: {target}"
+
+
+def test_each_docs_page_says_what_a_reader_comes_for() -> None:
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        head = page.read_text(encoding="utf-8").split("\n\n", 2)
+        assert head[0].startswith("# ") and "come" in head[1], page.name
 
 
 def test_quick_start_for_real() -> None:

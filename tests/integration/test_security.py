@@ -1,4 +1,4 @@
-"""The claims of SECURITY.md, one test each (the rest are named there, in the tests that hold them)."""
+"""The claims of docs/security.md, one test each (the rest are named there, in the tests that hold them)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ IN_FENCE = re.compile(r"refusal-guard ([a-z][a-z-]*)")
 def named() -> dict[str, set[str]]:
     """Each command word named in code, and where."""
     found: dict[str, set[str]] = {}
-    files = [ROOT / "README.md", ROOT / "SECURITY.md", ROOT / "Makefile", *ROOT.glob("docs/**/*.md")]
+    files = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "Makefile", *ROOT.glob("docs/**/*.md")]
     for d in CODE_DIRS:
         files += [p for p in (ROOT / d).rglob("*") if p.suffix in {".py", ".yaml", ".yml", ".md", ""} and p.is_file()]
     for f in files:

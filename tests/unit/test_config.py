@@ -9,7 +9,7 @@ import pytest
 from proxy.catalog import ModelCatalog
 from proxy.errors import ModelNotFound
 from proxy.routing import Router
-from proxy.settings import load_settings
+from proxy.settings import Settings, load_settings
 from proxy.upstream import OpenAIUpstream
 
 
@@ -73,3 +73,48 @@ def test_routing_exact_before_glob_and_bounded_labels() -> None:
     with pytest.raises(ModelNotFound):
         router.resolve("claude")
     assert len(router._cache) <= 8
+
+
+def test_every_setting_has_an_environment_name() -> None:
+    """Each field, nested ones included, is read from its ``REFUSAL_GUARD_...`` variable (pydantic-settings)."""
+    import json
+
+    from proxy.envsource import from_environment, leaves, variable
+
+    for path, field in leaves(Settings):
+        default = field.get_default(call_default_factory=True)
+        text = default if isinstance(default, str) else json.dumps(default)
+        found = from_environment(Settings, {variable(path): text})
+        for key in path:
+            assert isinstance(found, dict) and key in found, (variable(path), found)
+            found = found[key]
+        expected = text if isinstance(default, str) else json.loads(text)
+        assert found == expected or json.loads(str(found)) == expected, (path, found)
+
+
+def test_variables_override_the_file_leaf_by_leaf(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("canary: {interval_seconds: 5, per_round: 3}\naudit: {url: 'sqlite:///a.db'}\n")
+    env = {
+        "REFUSAL_GUARD_CANARY__INTERVAL_SECONDS": "30",
+        "refusal_guard_edge__header_timeout": "3",  # names are not case-sensitive
+        "REFUSAL_GUARD_AUDIT__PRIVACY": "hash",
+        "REFUSAL_GUARD_CANARY__DEFAULT_POLICY__HARMFUL__H": "90",
+        "REFUSAL_GUARD_CLIENT_KEYS": '[{"id": "a", "sha256": "' + "0" * 64 + '"}]',
+        "REFUSAL_GUARD_CANARY_SEED": "not a setting",  # a variable the config names, not a field
+        "REFUSAL_GUARD_AUDIT": "sqlite:///b.db",  # the shortcut for audit.url
+    }
+    s = load_settings(cfg, environ=env)
+    assert (s.canary.interval_seconds, s.canary.per_round) == (30.0, 3)
+    assert s.edge.header_timeout == 3.0 and s.audit.privacy == "hash" and s.audit.url == "sqlite:///b.db"
+    assert s.canary.default_policy.harmful.h == 90 and [k.id for k in s.client_keys] == ["a"]
+    with pytest.raises(ValueError):
+        load_settings(environ={"REFUSAL_GUARD_AUDIT__PRIVACY": "everything"})
+
+
+def test_the_configuration_reference_is_generated_from_settings() -> None:
+    """docs/configuration.md holds the table ``python -m proxy.settings`` prints."""
+    from proxy.envsource import reference
+
+    page = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    assert reference(Settings) in page, "regenerate: python -m proxy.settings"
