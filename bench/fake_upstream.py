@@ -1,5 +1,6 @@
 """A fast fake OpenAI-compatible upstream for benchmarks: a raw ASGI app (no framework) that answers
-chat completions at once, or streams 20 chunks 5 ms apart when ``stream`` is true."""
+chat completions at once, or streams 20 chunks 5 ms apart when ``stream`` is true. It is also an
+OTLP/HTTP trace sink (``POST /v1/traces``: an empty ExportTraceServiceResponse), for the tracing bench."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         body += m.get("body", b"")
         if not m.get("more_body"):
             break
+    if scope["path"] == "/v1/traces":  # OTLP/HTTP: accepted, dropped
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+        return
     if scope["path"].endswith("/models"):
         payload = MODELS
     elif b'"stream":true' in body.replace(b" ", b""):

@@ -12,6 +12,8 @@ measures every target in turn; ratios are computed within each run and the media
 ``--state-store`` adds the state store's cost (one replica of a fleet, :mod:`proxy.state`): the
 default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a real PostgreSQL
 (Debian's server, a throwaway cluster on loopback, started here), each publishing once a second.
+``--tracing`` adds refusal-guard with OpenTelemetry tracing on, every request sampled, exporting
+over OTLP/HTTP to the fake upstream (which accepts and drops the spans).
 ``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
 own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
 Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,
@@ -181,7 +183,9 @@ def litellm_venv(path: Path) -> Path:
 def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | None) -> list[Target]:
     targets = [Target("direct", None, upstream)]
 
-    def guard(name: str, workers: int, cores: str, state: str | None = None, tree: Path | None = None) -> Target:
+    def guard(
+        name: str, workers: int, cores: str, state: str | None = None, tree: Path | None = None, otel: bool = False
+    ) -> Target:
         port = free_port()
         cfg = tmp / f"{name}.yaml"
         settings = {
@@ -194,6 +198,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         }
         if state is not None:
             settings["state"] = {"url": state}
+        if otel:
+            settings["otel"] = {"endpoint": upstream, "sample_ratio": 1.0}
         cfg.write_text(yaml.safe_dump(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
         url = f"http://127.0.0.1:{port}"
@@ -201,6 +207,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         return Target(name, cmd, url, url + "/healthz", cores=cores, cwd=tree, env=env)
 
     targets.append(guard("refusal-guard", 1, "0"))
+    if args.tracing:
+        targets.append(guard("refusal-guard-traced", 1, "0", otel=True))
     if args.against:
         targets.append(guard(f"refusal-guard@{args.against}", 1, "0", tree=checkout(args.against, tmp)))
     if args.workers_scaling:
@@ -260,6 +268,11 @@ def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, An
                 within[f"{store} / refusal-guard-store-off rps at c{c}"] = ratio(
                     lambda r, c=c, s=store: r[s][f"c{c}"]["rps"] / r["refusal-guard-store-off"][f"c{c}"]["rps"]
                 )
+    if "refusal-guard-traced" in med:
+        for c in (1, 8, 32):
+            within[f"refusal-guard-traced / refusal-guard rps at c{c}"] = ratio(
+                lambda r, c=c: r["refusal-guard-traced"][f"c{c}"]["rps"] / r["refusal-guard"][f"c{c}"]["rps"]
+            )
     for name in med:
         if name.startswith("refusal-guard@"):
             for c in (1, 8, 32):
@@ -314,6 +327,7 @@ def main() -> None:
     p.add_argument("--no-litellm", action="store_true")
     p.add_argument("--workers-scaling", action="store_true")
     p.add_argument("--state-store", action="store_true")
+    p.add_argument("--tracing", action="store_true", help="also measure refusal-guard with tracing on")
     p.add_argument("--against", metavar="REF", help="also measure refusal-guard as it was at this git ref")
     args = p.parse_args()
     os.sched_setaffinity(0, {1})  # this process is a client (stream timing), on the load generator's core
@@ -355,7 +369,7 @@ def main() -> None:
         if pg is not None:
             pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
-    name = "proxy-ab" if args.against else "proxy-state" if args.state_store else "proxy"
+    name = "proxy-ab" if args.against or args.tracing else "proxy-state" if args.state_store else "proxy"
     save(name, results, markdown(results))
 
 

@@ -36,9 +36,10 @@ from proxy.routing import Router
 from proxy.service import ProxyService
 from proxy.settings import Settings, UpstreamConfig
 from proxy.shift import ProductionShift
-from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine
+from proxy.stages import Audit, CountVerdicts, LearnModelNames, LogLine, Trace
 from proxy.state.outbox import Outbox, PublishOutcomes
 from proxy.state.sync import StateSync, replica_id
+from proxy.telemetry import NoTracing, Tracing
 from proxy.upstream import OpenAIUpstream, Upstream
 from proxy.web import front_door
 
@@ -50,6 +51,16 @@ def build_upstream(config: UpstreamConfig) -> Upstream:
 
         return LiteLLMUpstream(config)
     return OpenAIUpstream(config, api_key=config.api_key())
+
+
+def build_tracing(settings: Settings, metrics: Metrics) -> Tracing:
+    """Tracing as configured: OpenTelemetry (the ``otel`` extra, imported only then) when ``otel.endpoint``
+    is set, else :class:`~proxy.telemetry.NoTracing`."""
+    if not settings.otel.endpoint:
+        return NoTracing()
+    from proxy.telemetry.otel import OtelTracing
+
+    return OtelTracing(settings.otel, metrics, privacy=settings.audit.privacy)
 
 
 def create_app(
@@ -80,7 +91,8 @@ def create_app(
     notifier = Notifier(metrics, alertmanager_url=canary.alertmanager_url, webhook_url=canary.webhook_url)
     replica = replica or replica_id()
     outbox = Outbox(metrics)  # what this replica publishes to the state store (proxy.state)
-    observers = [audit.transition] if audit else []
+    tracing = build_tracing(settings, metrics)
+    observers = [*([audit.transition] if audit else []), *([tracing.transition] if tracing.enabled else [])]
     drift = DriftMonitor(canary, metrics, notifier, outbox=outbox, replica=replica, observers=observers, clock=clock)
     router = Router(catalog, drift=drift, canary=canary)
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
@@ -93,6 +105,7 @@ def create_app(
             CountVerdicts(metrics),
             LogLine(),
             *([Audit(audit)] if audit else []),
+            *([Trace(tracing)] if tracing.enabled else []),
             shape,
             PublishOutcomes(outbox, canary, settings.shift, metrics, clock),
             CanaryFeedback(drift, suites, metrics),
@@ -109,6 +122,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_response_bytes=settings.max_response_bytes,
         edge=settings.edge,
+        tracing=tracing,
         strict=audit is not None and settings.audit.durability == "strict",
         clock=clock,
     )
@@ -128,11 +142,13 @@ def create_app(
         models.router(catalog, auth),
         openai.router(service, auth, settings.passthrough),
     ]
-    lifespan = Lifecycle(classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir)
+    lifespan = Lifecycle(
+        classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir, tracing
+    )
     app = front_door(routers, lifespan, ids=ids, rejected=service.rejected)
     parts = dict(
         service=service, pipeline=pipeline, metrics=metrics, settings=settings, drift=drift, scheduler=scheduler,
-        sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress,
+        sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress, tracing=tracing,
     )  # fmt: skip
     for name, part in parts.items():  # what tests and operators look at
         setattr(app.state, name, part)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
+from proxy.version import version
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -94,20 +96,11 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("refusal-guard")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="refusal-guard", description="Refusal-monitoring proxy for OpenAI-compatible model servers."
     )
-    p.add_argument("--version", action="version", version=f"refusal-guard {_version()}")
+    p.add_argument("--version", action="version", version=f"refusal-guard {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the proxy")

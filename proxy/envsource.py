@@ -89,4 +89,3 @@ def reference(model: type[BaseModel]) -> str:
         kind = _type_name(field.annotation).replace("|", "\\|")
         rows.append(f"| `{'.'.join(path)}` | `{variable(path)}` | `{kind}` | `{shown}` |")
     return "\n".join(rows) + "\n"
-

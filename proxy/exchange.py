@@ -30,6 +30,7 @@ class Outcome:
     status: int
     body: bytes
     upstream_wait: float
+    first_chunk_at: float | None = None  # a stream's first chunk to the client (time.perf_counter)
     truncated: bool = False
     error: str | None = None
     error_kind: str | None = None
@@ -66,6 +67,8 @@ class Exchange:
     harm_by: tuple[str, str] | None = None
     canary: dict[str, str] | None = None  # suite, prompt id and expected outcome, for canary traffic
     headers: list[tuple[str, str]] = field(default_factory=list)  # request headers, lower-cased names
+    first_chunk: float | None = None  # a stream: seconds from the request to its first chunk out
+    trace: Any = None  # the request's open spans (proxy.telemetry), ended once the answer is judged
 
     @property
     def classifiable(self) -> bool:

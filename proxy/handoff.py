@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.exchange import ENDPOINTS, Exchange, Outcome
 from proxy.logs import logger
@@ -37,6 +38,7 @@ class Call:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     held: bool = False  # strict durability: the pipeline ran before the response ended
+    trace: Any = None  # its open spans (proxy.telemetry), when tracing is on
 
     @property
     def endpoint(self) -> str | None:
@@ -100,4 +102,6 @@ class Handoff:
             response_truncated=out.truncated,
             error=out.error or ("client disconnected" if out.disconnected else None),
             headers=call.headers,
+            first_chunk=None if out.first_chunk_at is None else out.first_chunk_at - call.started,
+            trace=call.trace,
         )

@@ -7,7 +7,7 @@ import gc
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import multiprocess
@@ -19,6 +19,7 @@ from proxy.catalog import ModelCatalog
 from proxy.logs import logger
 from proxy.pipeline import Pipeline
 from proxy.state.sync import StateSync
+from proxy.telemetry import NoTracing, Tracing
 from proxy.upstream import Upstream
 
 
@@ -35,6 +36,7 @@ class Lifecycle:
     audit: AuditWriter | None
     sync: StateSync
     metrics_dir: str | None
+    tracing: Tracing = field(default_factory=NoTracing)
 
     @asynccontextmanager
     async def __call__(self, app: Any) -> AsyncIterator[None]:
@@ -66,6 +68,7 @@ class Lifecycle:
                 await asyncio.to_thread(self.audit.stop)
             for u in self.upstreams:
                 await u.aclose()
+            await asyncio.to_thread(self.tracing.shutdown)  # what is queued goes out, within its timeout
             if self.metrics_dir:
                 multiprocess.mark_process_dead(os.getpid(), path=self.metrics_dir)  # type: ignore[no-untyped-call]
             logger.info("stopped")

@@ -57,6 +57,11 @@ class Metrics:
             buckets=_OVERHEAD_BUCKETS,
             registry=registry,
         )
+        self.trace_export_failures = Counter(
+            "refusal_guard_trace_export_failures_total",
+            "Spans the OTLP exporter could not deliver (the collector down or refusing); traffic is unaffected.",
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "refusal_guard_upstream_errors_total",
             "Upstream failures, by kind.",

@@ -132,6 +132,8 @@ class StreamRelay(Response):
                     else:
                         out.truncated = True
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if out.first_chunk_at is None:
+                        out.first_chunk_at = time.perf_counter()
             out.disconnected = watch.disconnected
             if not out.disconnected:
                 if self._handoff.strict:  # strict audit: the stream ends once its record is durable

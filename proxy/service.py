@@ -4,7 +4,8 @@ whole a :class:`~proxy.handoff.Call` handed to the :class:`~proxy.pipeline.Pipel
 :meth:`ProxyService.forward` is its steps, in order: the client's key is checked by the route's
 dependency (:class:`~proxy.auth.ClientAuth`); then *read* the body, *validate* what the proxy relies
 on, *route* (to the model's upstream; a quarantined model to its fallback, :meth:`Router.serve`),
-*send* to the upstream, and *relay* the answer, whose relay tells the call's
+*trace* (its spans, when tracing is on: :mod:`proxy.telemetry`), *send* to the upstream, and
+*relay* the answer, whose relay tells the call's
 :class:`~proxy.handoff.Handoff` once the last byte left. Nothing after the upstream's answer
 (parsing, classification, metrics, logs) runs before the client has its bytes, except under strict
 audit durability, where the response ends only once the pipeline has run.
@@ -39,6 +40,7 @@ from proxy.pipeline import Pipeline
 from proxy.relay import BodyRelay, DisconnectWatch, StreamRelay
 from proxy.routing import Route, Router
 from proxy.settings import EdgeSettings
+from proxy.telemetry import NoTracing, Tracing
 from proxy.upstream import Upstream, UpstreamResponse
 from proxy.wire import check_request, parse_json_object, read_body
 
@@ -84,6 +86,7 @@ class ProxyService:
         max_body_bytes: int,
         max_response_bytes: int,
         edge: EdgeSettings | None = None,
+        tracing: Tracing | None = None,
         strict: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -95,6 +98,7 @@ class ProxyService:
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
         self.edge = edge or EdgeSettings()
+        self.tracing = tracing or NoTracing()
 
     async def forward(self, request: Request, path: str, client_key_id: str | None) -> Response:
         """Relay ``request`` (``path`` is relative to ``/v1/``) and return the response to send."""
@@ -104,6 +108,7 @@ class ProxyService:
             headers = await self._read(request, call)
             route = self.router.serve(self._route(call, self._validate(call, request)))
             call.label, call.upstream = route.label, route.upstream.name
+            headers = self.tracing.begin(call, headers)  # its spans; the trace context that goes upstream
             answer = await self._send(request, call, route.upstream, headers)
             return await self._relay(call, answer, handoff)
         except ProxyError as exc:

@@ -9,17 +9,7 @@ config *names* (a secret never sits in a config file), and the few variables tha
 to worker processes and libraries (:func:`worker_settings`, :func:`export_worker_env`,
 :func:`prepare_litellm`). ``tests/unit/test_layout.py`` holds the rest of the tree to it.
 
-Example file (every field: ``deploy/guard.example.yaml``)::
-
-    upstreams:
-      - name: vllm
-        base_url: http://127.0.0.1:8000/v1
-        api_key_env: VLLM_API_KEY
-        models: ["meta-llama/*", "qwen2.5-7b"]
-        timeouts: {connect: 5, read: 300}
-    client_keys:                     # sha256 hex of each accepted key; empty = no client auth
-      - id: team-a
-        sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+Every field: ``deploy/guard.example.yaml``; its variable: ``docs/configuration.md`` (``python -m proxy.settings``).
 """
 
 from __future__ import annotations
@@ -121,13 +111,11 @@ class HarmfulWatchSettings(_Frozen):
     """Suite ``production_harmful``: how each model answers the production requests the harmful-request
     classifier flags (:mod:`proxy.harmful`). A failure is such a request answered (``compliance``).
 
-    A safe model answers some flagged requests too (borderline advice, the classifier's false
-    positives), so the in-control failure rate ``p0`` is per model: ``in_control`` when set (here or
-    in the model's policy), else learned from the model's first ``burn_in`` flagged requests and
-    capped at ``ceiling``. During the burn-in the test runs against ``p0 = ceiling``, so a model that
-    is abliterated from its first request is flagged all the same. The test is then designed for
-    ``p1 = p0 + shift * (1 - p0)`` with the smallest threshold whose exact in-control average run
-    length is at least ``target_arl`` flagged requests.
+    A safe model answers some flagged requests too, so the in-control failure rate ``p0`` is per
+    model: ``in_control`` when set (here or in its policy), else learned from its first ``burn_in``
+    flagged requests, capped at ``ceiling`` (the burn-in runs against ``p0 = ceiling``). The test is
+    designed for ``p1 = p0 + shift * (1 - p0)`` with the smallest threshold whose exact in-control
+    average run length is at least ``target_arl`` flagged requests (docs/production-monitor.md).
     """
 
     enabled: bool = True
@@ -223,6 +211,25 @@ class StateSettings(_Frozen):
     timeout_seconds: float = Field(default=5.0, gt=0)  # per store call
 
 
+class OtelSettings(_Frozen):
+    """OpenTelemetry GenAI traces (:mod:`proxy.telemetry`, the ``otel`` extra): off unless an endpoint is set."""
+
+    endpoint: str | None = None  # the OTLP collector, e.g. http://127.0.0.1:4318 (http) or :4317 (grpc)
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    headers_env: str | None = None  # a variable holding OTLP headers, "k=v,k2=v2" (an API key, say)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of traces the client did not sample already
+    capture_content: bool = False  # prompts and answers on spans; never more than audit.privacy keeps
+    service_name: str = "refusal-guard"
+
+    def headers(self, environ: Mapping[str, str] | None = None) -> str | None:
+        return (os.environ if environ is None else environ).get(self.headers_env) if self.headers_env else None
+
+    def latest(self, environ: Mapping[str, str] | None = None) -> bool:  # the latest GenAI names only
+        return "gen_ai_latest_experimental" in (os.environ if environ is None else environ).get(
+            "OTEL_SEMCONV_STABILITY_OPT_IN", ""
+        ).split(",")
+
+
 class ShiftSettings(_Frozen):
     """The production refusal-rate shift test (:mod:`proxy.shift`): recent window against baseline."""
 
@@ -250,27 +257,29 @@ class EdgeSettings(_Frozen):
 # Upstream-admin paths (vLLM's load_lora_adapter / unload_lora_adapter, sleep, wake_up,
 # reset_prefix_cache, collective_rpc, profiling; llama.cpp's slots and lora-adapters) are not in it,
 # so they are refused unless a config adds them.
-DEFAULT_PASSTHROUGH: tuple[str, ...] = (
-    "embeddings",
-    "moderations",
-    "audio/*",
-    "images/*",
-    "files",
-    "files/*",
-    "uploads",
-    "uploads/*",
-    "batches",
-    "batches/*",
-    "rerank",
-    "score",
-    "tokenize",
-    "detokenize",
-    "responses/*",
-    "chat/completions/*",
-    "messages",
-    "messages/*",
-    "vector_stores",
-    "vector_stores/*",
+DEFAULT_PASSTHROUGH: tuple[str, ...] = tuple(
+    [
+        "embeddings",
+        "moderations",
+        "audio/*",
+        "images/*",
+        "files",
+        "files/*",
+        "uploads",
+        "uploads/*",
+        "batches",
+        "batches/*",
+        "rerank",
+        "score",
+        "tokenize",
+        "detokenize",
+        "responses/*",
+        "chat/completions/*",
+        "messages",
+        "messages/*",
+        "vector_stores",
+        "vector_stores/*",
+    ]
 )
 
 
@@ -296,6 +305,7 @@ class Settings(_Frozen):
     audit: AuditSettings = AuditSettings()
     shift: ShiftSettings = ShiftSettings()
     state: StateSettings = StateSettings()
+    otel: OtelSettings = OtelSettings()
     edge: EdgeSettings = EdgeSettings()
     # prometheus-client multiprocess mode (several workers): where every process writes its samples
     metrics_dir: str | None = None

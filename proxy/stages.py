@@ -15,6 +15,7 @@ from proxy.exchange import Exchange
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import is_glob
+from proxy.telemetry import Tracing
 
 
 class LearnModelNames:
@@ -34,6 +35,16 @@ class LearnModelNames:
             ex.model_label = ex.model
         elif admitted is False:
             self.metrics.model_names_refused.labels(ex.upstream).inc()
+
+
+class Trace:
+    """The exchange's spans end, with what was decided on it (:mod:`proxy.telemetry`; on when configured)."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+
+    def __call__(self, ex: Exchange) -> None:
+        self.tracing.finish(ex)
 
 
 class CountVerdicts:

@@ -32,6 +32,10 @@ from proxy.paths import normalise
 from proxy.request_ids import RequestIds
 from proxy.schemas import REQUESTS
 
+# FastAPI's own OpenTelemetry spans stay off even where global providers are set: the proxy's spans
+# (proxy.telemetry) are the ones that follow the GenAI conventions, and two SERVER spans per request
+# would split each trace.
+NO_FRAMEWORK_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 Rejected = Callable[[Request, ProxyError], None]  # told of every error answered before a handler ran
 
@@ -81,7 +85,13 @@ def front_door(
 ) -> FastAPI:
     """The app: ``routers`` included in order, errors in the envelope, ``/openapi.json`` from the routes."""
     app = FastAPI(
-        title="refusal-guard", version=version, lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False
+        title="refusal-guard",
+        version=version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        telemetry=NO_FRAMEWORK_TELEMETRY,
     )
     for router in routers:
         app.include_router(router)
