@@ -13,7 +13,8 @@ measures every target in turn; ratios are computed within each run and the media
 default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a real PostgreSQL
 (Debian's server, a throwaway cluster on loopback, started here), each publishing once a second.
 ``--tracing`` adds refusal-guard with OpenTelemetry tracing on, every request sampled, exporting
-over OTLP/HTTP to the fake upstream (which accepts and drops the spans).
+over OTLP/HTTP to the fake upstream (which accepts and drops the spans), and the same with its
+collector down (a port nothing listens on).
 ``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
 own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
 Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,
@@ -184,7 +185,7 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
     targets = [Target("direct", None, upstream)]
 
     def guard(
-        name: str, workers: int, cores: str, state: str | None = None, tree: Path | None = None, otel: bool = False
+        name: str, workers: int, cores: str, state: str | None = None, tree: Path | None = None, otel: str = ""
     ) -> Target:
         port = free_port()
         cfg = tmp / f"{name}.yaml"
@@ -199,7 +200,7 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         if state is not None:
             settings["state"] = {"url": state}
         if otel:
-            settings["otel"] = {"endpoint": upstream, "sample_ratio": 1.0}
+            settings["otel"] = {"endpoint": otel, "sample_ratio": 1.0}
         cfg.write_text(yaml.safe_dump(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
         url = f"http://127.0.0.1:{port}"
@@ -208,7 +209,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
 
     targets.append(guard("refusal-guard", 1, "0"))
     if args.tracing:
-        targets.append(guard("refusal-guard-traced", 1, "0", otel=True))
+        targets.append(guard("refusal-guard-traced", 1, "0", otel=upstream))
+        targets.append(guard("refusal-guard-traced-down", 1, "0", otel=f"http://127.0.0.1:{free_port()}"))
     if args.against:
         targets.append(guard(f"refusal-guard@{args.against}", 1, "0", tree=checkout(args.against, tmp)))
     if args.workers_scaling:
@@ -268,11 +270,12 @@ def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, An
                 within[f"{store} / refusal-guard-store-off rps at c{c}"] = ratio(
                     lambda r, c=c, s=store: r[s][f"c{c}"]["rps"] / r["refusal-guard-store-off"][f"c{c}"]["rps"]
                 )
-    if "refusal-guard-traced" in med:
-        for c in (1, 8, 32):
-            within[f"refusal-guard-traced / refusal-guard rps at c{c}"] = ratio(
-                lambda r, c=c: r["refusal-guard-traced"][f"c{c}"]["rps"] / r["refusal-guard"][f"c{c}"]["rps"]
-            )
+    for traced in ("refusal-guard-traced", "refusal-guard-traced-down"):
+        if traced in med:
+            for c in (1, 8, 32):
+                within[f"{traced} / refusal-guard rps at c{c}"] = ratio(
+                    lambda r, c=c, t=traced: r[t][f"c{c}"]["rps"] / r["refusal-guard"][f"c{c}"]["rps"]
+                )
     for name in med:
         if name.startswith("refusal-guard@"):
             for c in (1, 8, 32):

@@ -145,7 +145,8 @@ def create_app(
     lifespan = Lifecycle(
         classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir, tracing
     )
-    app = front_door(routers, lifespan, ids=ids, rejected=service.rejected)
+    fast = openai.fast_lane(service, auth)  # the classified endpoints, past FastAPI (the reason: there)
+    app = front_door(routers, lifespan, ids=ids, rejected=service.rejected, fast=fast)
     parts = dict(
         service=service, pipeline=pipeline, metrics=metrics, settings=settings, drift=drift, scheduler=scheduler,
         sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress, tracing=tracing,

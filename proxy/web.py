@@ -4,7 +4,9 @@ ids, and every error in the client's API's envelope.
 FastAPI gives the routing (405 with ``Allow``), the lifespan, dependencies (the client-key check,
 :class:`proxy.auth.ClientAuth`) and the OpenAPI document, generated from the routes. The classified
 endpoints take the raw request and relay its bytes; they declare no body parameter, so FastAPI never
-reads or parses a body (their request schemas are documented from :mod:`proxy.schemas`).
+reads or parses a body (their request schemas are documented from :mod:`proxy.schemas`). ``POST`` on
+them takes a fast lane past FastAPI (:class:`Edge`; why, with the figures:
+:func:`proxy.routes.openai.fast_lane`): same check, same service, same errors.
 
 Errors are rendered in one place: what the proxy raises (:class:`~proxy.errors.ProxyError`), what
 routing raises (404, 405), request validation (400), and, as a last resort, a bug of ours (logged
@@ -13,7 +15,7 @@ with its traceback, answered without details).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -38,15 +40,25 @@ from proxy.schemas import REQUESTS
 NO_FRAMEWORK_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 Rejected = Callable[[Request, ProxyError], None]  # told of every error answered before a handler ran
+Lane = Callable[[Request], Awaitable[Response]]  # a hot route Edge calls itself (proxy.routes.openai.fast_lane)
 
 
 class Edge:
-    """Pure ASGI, outermost: the request id, the path policy (:mod:`proxy.paths`) before routing, and
-    the last-resort answer to a bug of ours while no response has started."""
+    """Pure ASGI, outermost: the request id, the path policy (:mod:`proxy.paths`) before routing, the
+    fast lane (``POST`` on a hot path goes to its handler, not through FastAPI), and the last-resort
+    answer to a bug of ours while no response has started."""
 
-    def __init__(self, app: ASGIApp, ids: Iterator[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        ids: Iterator[bytes] | None = None,
+        fast: Mapping[str, Lane] | None = None,
+        answer: Callable[[Request, ProxyError], Response] | None = None,
+    ) -> None:
         self.app = app
         self._ids = RequestIds(ids)
+        self.fast = dict(fast or {})
+        self.answer = answer or (lambda request, exc: error_response(exc, api_of(request.url.path)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,7 +78,16 @@ class Edge:
             await error_response(exc, api_of(scope["path"]))(scope, receive, send)
             return
         try:
-            await self.app(scope, receive, tracked)
+            lane = self.fast.get(scope["path"]) if scope["method"] == "POST" else None
+            if lane is None:
+                await self.app(scope, receive, tracked)
+            else:
+                request = Request(scope, receive)
+                try:
+                    response = await lane(request)
+                except ProxyError as exc:  # the client key: answered as the exception handler would
+                    response = self.answer(request, exc)
+                await response(scope, receive, tracked)
         except Exception:
             if started:
                 raise
@@ -81,6 +102,7 @@ def front_door(
     *,
     ids: Iterator[bytes] | None = None,
     rejected: Rejected | None = None,
+    fast: Mapping[str, Lane] | None = None,
     version: str = "1",
 ) -> FastAPI:
     """The app: ``routers`` included in order, errors in the envelope, ``/openapi.json`` from the routes."""
@@ -128,7 +150,7 @@ def front_door(
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(HTTPException, routing_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(Edge, ids=ids)
+    app.add_middleware(Edge, ids=ids, fast=fast, answer=answer)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

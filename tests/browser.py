@@ -42,7 +42,9 @@ def dom(page: Path) -> str:
     return done.stdout
 
 
-def screenshot(page: Path, out: Path, size: tuple[int, int] = (1300, 1900)) -> Path:
+def screenshot(page: Path | str, out: Path, size: tuple[int, int] = (1300, 1900), wait_ms: int = 5000) -> Path:
+    """A PNG of a file, or of a URL on loopback, once its scripts had ``wait_ms`` of virtual time."""
+    target = page if isinstance(page, str) else page.resolve().as_uri()
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
@@ -52,7 +54,8 @@ def screenshot(page: Path, out: Path, size: tuple[int, int] = (1300, 1900)) -> P
                 f"--window-size={size[0]},{size[1]}",
                 "--hide-scrollbars",
                 f"--screenshot={out.resolve()}",
-                page.resolve().as_uri(),
+                f"--virtual-time-budget={wait_ms}",
+                target,
             ],
             capture_output=True,
             timeout=120,
