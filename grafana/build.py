@@ -127,6 +127,15 @@ def overview() -> dict[str, Any]:
                 thresholds=[(None, "green"), (0.5, "orange"), (1, "red")],
             ),
             panel(
+                "Served model changed (fingerprint)",
+                "1 while the answers of a model no longer match its fingerprint's baseline, by tier: tokenizer "
+                "(token counts off the fitted tokenizer and template) or identity (reported model or system_fingerprint). "
+                "Sees a swap even when refusal rates hold; pages.",
+                [("max by (model, tier) (refusal_guard_model_changed)", "{{model}} {{tier}}")],
+                kind="state-timeline",
+                thresholds=[(None, "green"), (1, "red")],
+            ),
+            panel(
                 "Quarantined models",
                 "1 while refusal-guard holds a model's traffic (503 or fallback).",
                 [("max by (model) (refusal_guard_quarantined)", "{{model}}")],

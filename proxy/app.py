@@ -27,6 +27,7 @@ from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import load_suites
 from proxy.catalog import ModelCatalog
 from proxy.classify import Classifier
+from proxy.fingerprint import ModelFingerprint
 from proxy.harmful import HarmfulWatch
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
@@ -76,8 +77,9 @@ def create_app(
     """Build the proxy app.
 
     >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
-    >>> [type(stage).__name__ for stage in app.state.pipeline.stages]
-    ['LearnModelNames', 'CountVerdicts', 'LogLine', 'Audit', 'TrafficShape', 'PublishOutcomes', 'CanaryFeedback']
+    >>> [type(stage).__name__ for stage in app.state.pipeline.stages]  # doctest: +NORMALIZE_WHITESPACE
+    ['LearnModelNames', 'CountVerdicts', 'ModelFingerprint', 'LogLine', 'Audit', 'TrafficShape', 'PublishOutcomes',
+     'CanaryFeedback']
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
@@ -96,6 +98,7 @@ def create_app(
     drift = DriftMonitor(canary, metrics, notifier, outbox=outbox, replica=replica, observers=observers, clock=clock)
     router = Router(catalog, drift=drift, canary=canary)
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
+    fingerprint = ModelFingerprint(metrics, notifier, observers, clock)  # served model changed
     harm = HarmfulRequestClassifier.load() if canary.production_harmful.enabled else None
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
@@ -103,6 +106,7 @@ def create_app(
         [
             LearnModelNames(catalog, metrics),
             CountVerdicts(metrics),
+            fingerprint,
             LogLine(),
             *([Audit(audit)] if audit else []),
             *([Trace(tracing)] if tracing.enabled else []),
@@ -137,8 +141,8 @@ def create_app(
     readiness = ops.Readiness(ups, settings.readiness_cache_seconds)
     auth = ClientAuth(settings.client_keys)
     routers = [
-        ops.router(readiness, metrics, sync, pipeline, audit, settings.metrics_dir),
-        admin.router(settings, drift, sync, catalog),
+        ops.router(readiness, metrics, sync, pipeline, audit, settings.metrics_dir, fingerprint),
+        admin.router(settings, drift, sync, catalog, fingerprint),
         models.router(catalog, auth),
         openai.router(service, auth, settings.passthrough),
     ]
@@ -150,6 +154,7 @@ def create_app(
     parts = dict(
         service=service, pipeline=pipeline, metrics=metrics, settings=settings, drift=drift, scheduler=scheduler,
         sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress, tracing=tracing,
+        fingerprint=fingerprint,
     )  # fmt: skip
     for name, part in parts.items():  # what tests and operators look at
         setattr(app.state, name, part)

@@ -130,6 +130,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.model_changed = Gauge(
+            "refusal_guard_model_changed",
+            "1 while the served model differs from its fingerprint's baseline, by tier (tokenizer, identity).",
+            ["model", "tier"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.fingerprint_statistic = Gauge(
+            "refusal_guard_fingerprint_statistic",
+            "The fingerprint tier's statistic as a fraction of its alarm threshold (1 = changed).",
+            ["model", "tier"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
         self.quarantined = Gauge(
             "refusal_guard_quarantined",
             "1 while the model is quarantined, else 0.",

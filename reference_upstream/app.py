@@ -2,6 +2,9 @@
 Messages API (:mod:`reference_upstream.anthropic`), stream and not.
 
 ``POST /sim/mode {"mode": "abliterated"}`` switches behaviour at run time; ``GET /sim/mode`` reads it.
+The same call takes ``"tokenizer"`` (``words`` or ``bytes``: how chat usage is counted,
+:mod:`reference_upstream.tokens`) and ``"fingerprint"`` (the ``system_fingerprint`` chat answers
+carry): a model swap that changes nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from proxy.errors import Api, BadRequest, error_response
 from proxy.extract import prompt_text
 from reference_upstream import anthropic
 from reference_upstream.corpus import MODES, Corpus, Mode, load_corpus
+from reference_upstream.tokens import TOKENIZERS, Tokenizer, count, prompt_tokens
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -52,6 +56,8 @@ class SimState:
         self.chunk_delay = chunk_delay
         self.corpus = corpus
         self.requests = 0
+        self.tokenizer: Tokenizer = "words"
+        self.fingerprint = "fp_sim_1"
 
 
 def create_sim_app(
@@ -91,7 +97,9 @@ def create_sim_app(
             return body
         text, finish = answer("chat", body)
         rid, created, model = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time()), body["model"]
-        usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}
+        texts = [m.get("content") if isinstance(m.get("content"), str) else "" for m in body.get("messages") or []]
+        prompt, completion = prompt_tokens(texts, state.tokenizer), count(text, state.tokenizer)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         if not body.get("stream"):
             return _json(
                 {
@@ -99,6 +107,7 @@ def create_sim_app(
                     "object": "chat.completion",
                     "created": created,
                     "model": model,
+                    "system_fingerprint": state.fingerprint,
                     "choices": [
                         {
                             "index": 0,
@@ -110,7 +119,13 @@ def create_sim_app(
                     "usage": usage,
                 }
             )
-        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+        base = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": state.fingerprint,
+        }
         events = [
             orjson.dumps(
                 {
@@ -275,13 +290,25 @@ def create_sim_app(
     async def sim_mode(request: Request) -> Response:
         if request.method == "POST":
             try:
-                mode = orjson.loads(await request.body()).get("mode")
+                asked = orjson.loads(await request.body())
+                mode = asked.get("mode", state.mode)
             except (orjson.JSONDecodeError, AttributeError):
-                mode = None
+                asked, mode = {}, None
             if mode not in MODES:
                 return _error(f"mode must be one of {', '.join(MODES)}", param="mode")
-            state.mode = mode
-        return _json({"mode": state.mode, "requests": state.requests})
+            tokenizer = asked.get("tokenizer", state.tokenizer)
+            if tokenizer not in TOKENIZERS:
+                return _error(f"tokenizer must be one of {', '.join(TOKENIZERS)}", param="tokenizer")
+            state.mode, state.tokenizer = mode, tokenizer
+            state.fingerprint = str(asked.get("fingerprint", state.fingerprint))
+        return _json(
+            {
+                "mode": state.mode,
+                "tokenizer": state.tokenizer,
+                "fingerprint": state.fingerprint,
+                "requests": state.requests,
+            }
+        )
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok", "mode": state.mode})

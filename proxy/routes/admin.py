@@ -1,4 +1,5 @@
-"""Admin endpoints, behind ``admin_key_sha256``: put a model in quarantine, or clear it.
+"""Admin endpoints, behind ``admin_key_sha256``: put a model in quarantine, or clear it; accept the
+model now served as its fingerprint's baseline (this replica's: :mod:`proxy.fingerprint`).
 
 Sent to any replica, the decision goes to the state store at once (``stored`` in the answer says it
 did; if the store is down it is kept and written when it returns) and every replica enforces it.
@@ -13,12 +14,15 @@ from proxy.auth import ClientAuth
 from proxy.canary.drift import DriftMonitor
 from proxy.catalog import ModelCatalog
 from proxy.errors import ModelNotFound, NotFound
+from proxy.fingerprint import ModelFingerprint
 from proxy.schemas import OpenAIError, errors
 from proxy.settings import ClientKey, Settings
 from proxy.state.sync import StateSync
 
 
-def router(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: ModelCatalog) -> APIRouter:
+def router(
+    settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: ModelCatalog, fingerprint: ModelFingerprint
+) -> APIRouter:
     digest = settings.admin_key_sha256
     admin = ClientAuth([ClientKey(id="admin", sha256=digest)] if digest else [])
 
@@ -29,13 +33,17 @@ def router(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: Mo
         await admin(request)
 
     api = APIRouter(
-        prefix="/admin/quarantine",
+        prefix="/admin",
         tags=["admin"],
         dependencies=[Depends(operator)],
         responses=errors(OpenAIError, 401, 404),
     )
 
-    @api.post("/{model:path}/clear", summary="Release a quarantined model")
+    @api.post("/fingerprint/{model:path}/baseline", summary="Accept the model now served as the fingerprint's baseline")
+    async def baseline(model: str) -> Response:
+        return JSONResponse({"model": model, "rebaselined": fingerprint.rebaseline(model)})
+
+    @api.post("/quarantine/{model:path}/clear", summary="Release a quarantined model")
     async def clear(model: str) -> Response:
         released = drift.release(model, by="operator")
         stored = await sync.sync()
@@ -43,7 +51,7 @@ def router(settings: Settings, drift: DriftMonitor, sync: StateSync, catalog: Mo
             {"model": model, "released": released, "stored": stored, "state": drift.state()["models"].get(model)}
         )
 
-    @api.post("/{model:path}", summary="Quarantine a model on every replica")
+    @api.post("/quarantine/{model:path}", summary="Quarantine a model on every replica")
     async def quarantine(model: str) -> Response:
         if model not in catalog.names() and model not in settings.canary.models:
             raise ModelNotFound(f"The model `{model[:200]}` is not configured.", param="model")

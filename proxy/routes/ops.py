@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import JSONResponse, Response
 
 from proxy.audit.writer import AuditWriter
+from proxy.fingerprint import ModelFingerprint
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.state.sync import StateSync
@@ -41,6 +42,7 @@ def router(
     pipeline: Pipeline,
     audit: AuditWriter | None,
     metrics_dir: str | None,
+    fingerprint: ModelFingerprint,
 ) -> APIRouter:
     api = APIRouter(tags=["operations"])
     exposed = metrics.registry
@@ -71,8 +73,8 @@ def router(
     add_get(api, "/metrics", scrape, summary="Prometheus metrics (every worker's, summed)")
 
     async def canary_state() -> Response:
-        return JSONResponse(sync.state())
+        return JSONResponse({**sync.state(), "fingerprint": fingerprint.state()})
 
-    add_get(api, "/canary/state", canary_state, summary="Each model's canary and drift state")
+    add_get(api, "/canary/state", canary_state, summary="Each model's canary, drift and fingerprint state")
 
     return api

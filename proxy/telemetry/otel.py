@@ -26,6 +26,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.canary.transition import Transition
 from proxy.exchange import Exchange
 from proxy.extract import answers_from_body, answers_from_stream
+from proxy.facts import facts
 from proxy.handoff import Call
 from proxy.logs import logger
 from proxy.metrics import Metrics
@@ -98,6 +99,14 @@ class OtelTracing:
     # -- at request time -------------------------------------------------------------------------
 
     def begin(self, call: Call, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        try:
+            return self._begin(call, headers)
+        except Exception:  # tracing never breaks traffic: the request goes on untraced
+            logger.exception("trace_begin_failed", request_id=call.request_id)
+            call.trace = None
+            return list(headers)
+
+    def _begin(self, call: Call, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         carrier = {k: v for k, v in headers if k in TRACE_HEADERS}
         parent = self.propagator.extract(carrier) if carrier else Context()
         route = f"/v1/{call.path}" if call.endpoint else "/v1/{path}"
@@ -155,7 +164,7 @@ class OtelTracing:
     def transition(self, t: Transition) -> None:
         at = _ns(t.at)
         span = self.tracer.start_span(
-            f"refusal-guard drift {t.event}",
+            f"drift {t.event}",
             context=Context(),
             kind=SpanKind.INTERNAL,
             start_time=at,
@@ -264,54 +273,15 @@ def _answers(ex: Exchange) -> list[str]:
 
 
 def response_summary(ex: Exchange) -> dict[str, Any]:
-    """``gen_ai.response.*`` and ``gen_ai.usage.*`` from the answer (OpenAI's or Anthropic's, streamed or not).
-
-    >>> ex = Exchange(request_id="r", method="POST", path="/v1/chat/completions", endpoint="chat", model="m",
-    ...     model_label="m", upstream="u", traffic="production", stream=False, status=200, started=0.0,
-    ...     duration=1.0, upstream_wait=1.0, response=b'{"id": "c1", "model": "m-1", '
-    ...     b'"choices": [{"finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 3}}')
-    >>> sorted(response_summary(ex).items())  # doctest: +NORMALIZE_WHITESPACE
-    [('gen_ai.response.finish_reasons', ('stop',)), ('gen_ai.response.id', 'c1'),
-     ('gen_ai.response.model', 'm-1'), ('gen_ai.usage.input_tokens', 9), ('gen_ai.usage.output_tokens', 3)]
-    """
+    """``gen_ai.response.*`` and ``gen_ai.usage.*`` from the answer (:func:`proxy.facts.facts`)."""
     if not ex.response or ex.status >= 400:
         return {}
-    objects: list[Any] = []
-    if ex.stream:
-        for line in ex.response.split(b"\n"):
-            if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
-                try:
-                    objects.append(orjson.loads(line[5:]))
-                except orjson.JSONDecodeError:
-                    continue
-    else:
-        try:
-            objects.append(orjson.loads(ex.response))
-        except orjson.JSONDecodeError:
-            return {}
-    out: dict[str, Any] = {}
-    reasons: list[str] = []
-    for obj in objects:
-        if not isinstance(obj, dict):
-            continue
-        for part in (obj, obj.get("message"), obj.get("response"), obj.get("delta")):  # Anthropic, Responses
-            if not isinstance(part, dict):
-                continue
-            if isinstance(part.get("id"), str) and sc.RESPONSE_ID not in out:
-                out[sc.RESPONSE_ID] = part["id"]
-            if isinstance(part.get("model"), str) and sc.RESPONSE_MODEL not in out:
-                out[sc.RESPONSE_MODEL] = part["model"]
-            if isinstance(part.get("stop_reason"), str):
-                reasons.append(part["stop_reason"])
-            usage = part.get("usage")
-            if isinstance(usage, dict):
-                for key, name in (("prompt_tokens", sc.USAGE_INPUT), ("input_tokens", sc.USAGE_INPUT),
-                                  ("completion_tokens", sc.USAGE_OUTPUT), ("output_tokens", sc.USAGE_OUTPUT)):  # fmt: skip
-                    if isinstance(usage.get(key), int) and usage[key] > 0:
-                        out[name] = usage[key]
-        for choice in obj.get("choices") or ():
-            if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
-                reasons.append(choice["finish_reason"])
-    if reasons:
-        out[sc.RESPONSE_FINISH_REASONS] = tuple(dict.fromkeys(reasons))
-    return out
+    f = facts(ex.response, ex.stream)
+    named = {
+        sc.RESPONSE_ID: f.id,
+        sc.RESPONSE_MODEL: f.model,
+        sc.USAGE_INPUT: f.input_tokens,
+        sc.USAGE_OUTPUT: f.output_tokens,
+        sc.RESPONSE_FINISH_REASONS: tuple(f.finish_reasons) or None,
+    }
+    return {k: v for k, v in named.items() if v is not None}

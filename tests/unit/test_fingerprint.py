@@ -1,0 +1,100 @@
+"""The fingerprint's tiers on their own: a token-count fit that sees a changed tokenizer within a few
+answers and never alarms in control, and reported identities that change only when a new value holds."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from proxy.canary.transition import Transition
+from proxy.exchange import Exchange
+from proxy.fingerprint import Identity, ModelFingerprint, TokenFit, request_features
+from proxy.metrics import Metrics
+from reference_upstream.corpus import load_corpus
+from reference_upstream.tokens import Tokenizer, prompt_tokens
+
+CORPUS = load_corpus()
+PROMPTS = CORPUS.benign_prompts() + CORPUS.harmful_prompts()
+
+
+def request(rng: random.Random) -> dict:  # type: ignore[type-arg]
+    turns = [{"role": "user", "content": rng.choice(PROMPTS)}]
+    if rng.random() < 0.5:
+        turns = [{"role": "system", "content": "You are a helpful assistant."}, *turns]
+    return {"model": "m", "messages": turns}
+
+
+def counted(body: dict, tokenizer: Tokenizer, noise: int = 0, rng: random.Random | None = None) -> float:  # type: ignore[type-arg]
+    tokens = prompt_tokens([m["content"] for m in body["messages"]], tokenizer)
+    return float(tokens + (rng.randint(-noise, noise) if rng and noise else 0))
+
+
+def test_a_changed_tokenizer_is_seen_within_a_few_answers() -> None:
+    rng = random.Random(1)
+    fit = TokenFit()
+    for _ in range(fit.baseline):
+        body = request(rng)
+        assert not fit.add(request_features("chat", body) or [], counted(body, "words"))
+    alarms = []
+    for i in range(20):
+        body = request(rng)
+        if fit.add(request_features("chat", body) or [], counted(body, "bytes")):
+            alarms.append(i + 1)
+    assert alarms and alarms[0] <= 5, alarms  # four marks in a row, unless an answer lands on the old fit
+
+
+def test_no_alarm_in_control_even_with_a_noisy_count() -> None:
+    """A tokenizer the features only approximate (a count off by up to 3 either way): 5,000 answers, no alarm."""
+    rng = random.Random(2)
+    fit = TokenFit()
+    raised = 0
+    for _ in range(5_000 + fit.baseline):
+        body = request(rng)
+        raised += fit.add(request_features("chat", body) or [], counted(body, "words", noise=3, rng=rng))
+    assert raised == 0 and not fit.alarmed
+
+
+def test_an_identity_changes_only_when_the_new_value_holds() -> None:
+    ident = Identity()
+    assert [ident.add(v) for v in ("a", "a", "a", "b", "a", "a")] == [None] * 6  # one odd answer is no change
+    assert [ident.add(v) for v in ("b", "b", "b")] == [None, None, ("a", "b")]
+    assert ident.add(None) is None and ident.stable == "b"
+
+
+def exchange(body: dict, tokens: float, fingerprint: str = "fp_1") -> Exchange:  # type: ignore[type-arg]
+    response = {
+        "id": "c",
+        "model": "m",
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Sure."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": int(tokens), "completion_tokens": 2},
+    }
+    return Exchange(
+        request_id="r", method="POST", path="/v1/chat/completions", endpoint="chat", model="m", model_label="m",
+        upstream="u", traffic="production", stream=False, status=200, started=0.0, duration=0.1, upstream_wait=0.1,
+        request=body, response=orjson.dumps(response),
+    )  # fmt: skip
+
+
+def test_the_stage_reports_each_tier_once_until_an_operator_rebaselines() -> None:
+    rng = random.Random(3)
+    registry = CollectorRegistry()
+    seen: list[Transition] = []
+    watch = ModelFingerprint(Metrics(registry), observers=[seen.append])
+    for _ in range(40):
+        body = request(rng)
+        watch(exchange(body, counted(body, "words")))
+    assert not seen and watch.state()["m"]["learning"] == []
+    for _ in range(10):
+        body = request(rng)
+        watch(exchange(body, counted(body, "bytes"), fingerprint="fp_2"))
+    tiers = [t.suite for t in seen]
+    assert sorted(tiers) == ["identity", "tokenizer"] and all(t.event == "model_changed" for t in seen)
+    identity = next(t for t in seen if t.suite == "identity")
+    assert identity.detail == {"field": "system_fingerprint", "before": "fp_1", "after": "fp_2"}
+    gauge = "refusal_guard_model_changed"
+    assert registry.get_sample_value(gauge, {"model": "m", "tier": "tokenizer"}) == 1
+    assert watch.rebaseline("m") and registry.get_sample_value(gauge, {"model": "m", "tier": "tokenizer"}) == 0
+    assert "m" not in watch.state()
