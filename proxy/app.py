@@ -55,13 +55,15 @@ def build_upstream(config: UpstreamConfig) -> Upstream:
 
 
 def build_tracing(settings: Settings, metrics: Metrics) -> Tracing:
-    """Tracing as configured: OpenTelemetry (the ``otel`` extra, imported only then) when ``otel.endpoint``
-    is set, else :class:`~proxy.telemetry.NoTracing`."""
-    if not settings.otel.endpoint:
+    """Tracing as configured: OpenTelemetry (the ``otel`` extra, imported only then) when a collector is
+    set (``otel.endpoint`` or the standard ``OTEL_EXPORTER_OTLP_*ENDPOINT``), else :class:`~proxy.telemetry.NoTracing`."""
+    collector = settings.otel.collector()
+    if not collector:
         return NoTracing()
     from proxy.telemetry.otel import OtelTracing
 
-    return OtelTracing(settings.otel, metrics, privacy=settings.audit.privacy)
+    otel = settings.otel.model_copy(update={"endpoint": collector})
+    return OtelTracing(otel, metrics, privacy=settings.audit.privacy)
 
 
 def create_app(

@@ -1,15 +1,10 @@
 """Configuration: read once, at the edge, into frozen objects.
 
 Sources, lowest precedence first: built-in defaults, a YAML file (``--config`` or
-``REFUSAL_GUARD_CONFIG``), environment variables (every field has one, ``REFUSAL_GUARD_PORT``,
-``REFUSAL_GUARD_CANARY__INTERVAL_SECONDS``: :mod:`proxy.envsource`), then command-line flags.
-Nothing else in the proxy reads (or writes) the environment: this module is the one place, with
-:meth:`UpstreamConfig.api_key` and :meth:`AuditSettings.hash_salt` reading the variables the
-config *names* (a secret never sits in a config file), and the few variables that pass settings
-to worker processes and libraries (:func:`worker_settings`, :func:`export_worker_env`,
-:func:`prepare_litellm`). ``tests/unit/test_layout.py`` holds the rest of the tree to it.
-
-Every field: ``deploy/guard.example.yaml``; its variable: ``docs/configuration.md`` (``python -m proxy.settings``).
+``REFUSAL_GUARD_CONFIG``), environment variables (every field has one, :mod:`proxy.envsource`),
+then command-line flags. This module is the one reader of the environment (``tests/unit/test_layout.py``):
+the variables the config *names* (a secret never sits in a config file), and those that pass settings
+to workers and libraries. Every field: ``deploy/guard.example.yaml`` and ``docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -212,7 +207,7 @@ class StateSettings(_Frozen):
 
 
 class OtelSettings(_Frozen):
-    """OpenTelemetry GenAI traces (:mod:`proxy.telemetry`, the ``otel`` extra): off unless an endpoint is set."""
+    """OpenTelemetry GenAI traces (:mod:`proxy.telemetry`, the ``otel`` extra): off unless a collector is set."""
 
     endpoint: str | None = None  # the OTLP collector, e.g. http://127.0.0.1:4318 (http) or :4317 (grpc)
     protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
@@ -221,13 +216,17 @@ class OtelSettings(_Frozen):
     capture_content: bool = False  # prompts and answers on spans; never more than audit.privacy keeps
     service_name: str = "refusal-guard"
 
+    def collector(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """``endpoint``, else the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``_ENDPOINT``."""
+        env = os.environ if environ is None else environ
+        return self.endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
     def headers(self, environ: Mapping[str, str] | None = None) -> str | None:
         return (os.environ if environ is None else environ).get(self.headers_env) if self.headers_env else None
 
     def latest(self, environ: Mapping[str, str] | None = None) -> bool:  # the latest GenAI names only
-        return "gen_ai_latest_experimental" in (os.environ if environ is None else environ).get(
-            "OTEL_SEMCONV_STABILITY_OPT_IN", ""
-        ).split(",")
+        opt_in = (os.environ if environ is None else environ).get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+        return "gen_ai_latest_experimental" in opt_in.split(",")
 
 
 class ShiftSettings(_Frozen):

@@ -40,6 +40,7 @@ def install() -> Path:
 @dataclass
 class Phoenix:
     url: str
+    grpc: str  # OTLP over gRPC
 
     @property
     def otlp(self) -> str:
@@ -84,7 +85,7 @@ def phoenix() -> Iterator[Phoenix]:
         proc = subprocess.Popen([str(binary), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180)
-            yield Phoenix(f"http://127.0.0.1:{port}")
+            yield Phoenix(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{grpc}")
         finally:
             proc.terminate()
             try:

@@ -182,6 +182,24 @@ def test_canaries_are_traces_of_their_own(
     assert evaluations(span, "refusal")
 
 
+def test_over_grpc(
+    backend: Phoenix, recorded_sim: tuple[Recorder, ServerThread], start_proxy: Any, tmp_path: Path
+) -> None:
+    _, sim = recorded_sim
+    settings = traced(sim, backend.grpc, tmp_path)
+    settings["otel"] = {"endpoint": backend.grpc, "protocol": "grpc"}
+    proxy: Proxy = start_proxy(settings)
+    header, trace_id, _ = traceparent()
+    r = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        json={"model": "sim-model", "messages": [{"role": "user", "content": HARMFUL}]},
+        headers={"traceparent": header},
+    )
+    assert r.status_code == 200
+    _, inference = by_kind(backend.wait_spans(trace_id, 2))
+    assert evaluations(inference, "refusal")[0]["gen_ai.evaluation.score.label"] == "refusal"
+
+
 def test_the_collector_down_costs_requests_nothing(
     recorded_sim: tuple[Recorder, ServerThread], start_proxy: Any, tmp_path: Path
 ) -> None:

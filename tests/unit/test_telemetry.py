@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -76,3 +77,73 @@ def test_the_answer_summary_of_an_anthropic_stream() -> None:
         "gen_ai.usage.output_tokens": 7,
         "gen_ai.response.finish_reasons": ("end_turn",),
     }
+
+
+def in_memory(settings: OtelSettings, privacy: str = "full") -> tuple[Any, Any]:
+    """An OtelTracing whose spans also land in memory (its OTLP exporter points nowhere)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from proxy.telemetry.otel import OtelTracing
+
+    tracing = OtelTracing(settings, Metrics(CollectorRegistry()), privacy=privacy)
+    memory = InMemorySpanExporter()
+    tracing.provider.add_span_processor(SimpleSpanProcessor(memory))
+    return tracing, memory
+
+
+def traced_exchange(tracing: Any, content: str) -> None:
+    from proxy.handoff import Call
+
+    body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    call = Call(request_id="r", path="chat/completions", method="POST", started_wall=1.0, model="m", request=body)
+    tracing.begin(call, [("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01")])
+    ex = Exchange(
+        request_id="r", method="POST", path="/v1/chat/completions", endpoint="chat", model="m", model_label="m",
+        upstream="u", traffic="production", stream=False, status=200, started=1.0, duration=0.5, upstream_wait=0.4,
+        request=body, response=b'{"id": "c", "choices": [{"message": {"content": "the answer"}, "finish_reason": "stop"}]}',
+        trace=call.trace,
+    )  # fmt: skip
+    tracing.finish(ex)
+
+
+@pytest.mark.parametrize(
+    ("capture", "privacy", "shown"), [(True, "full", True), (True, "redact", False), (False, "full", False)]
+)
+def test_content_only_when_asked_and_the_audit_keeps_it(capture: bool, privacy: str, shown: bool) -> None:
+    tracing, memory = in_memory(OtelSettings(endpoint="http://127.0.0.1:9", capture_content=capture), privacy)
+    try:
+        traced_exchange(tracing, "a secret prompt")
+        inference = next(s for s in memory.get_finished_spans() if s.name == "chat m")
+        attrs = dict(inference.attributes or {})
+        assert ("gen_ai.input.messages" in attrs) is shown and ("gen_ai.output.messages" in attrs) is shown
+        assert inference.parent is not None and format(inference.context.trace_id, "032x") == "a" * 32
+        assert inference.end_time == int(1.5e9)  # the last byte, not when the pipeline got to it
+    finally:
+        tracing.shutdown()
+
+
+def test_a_transition_is_a_span_of_its_own() -> None:
+    from proxy.canary.transition import Transition
+
+    tracing, memory = in_memory(OtelSettings(endpoint="http://127.0.0.1:9"))
+    try:
+        tracing.transition(Transition("model_changed", "m", "tokenizer", 2.0, {"expected": 10.0, "observed": 14}))
+        (span,) = memory.get_finished_spans()
+        assert span.name == "drift model_changed" and span.parent is None
+        assert span.attributes["refusal_guard.drift.suite"] == "tokenizer" and span.start_time == int(2e9)
+    finally:
+        tracing.shutdown()
+
+
+def test_the_standard_endpoint_variable_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.app import build_tracing
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    tracing = build_tracing(Settings(), Metrics(CollectorRegistry()))
+    try:
+        assert tracing.enabled
+    finally:
+        tracing.shutdown()
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert not build_tracing(Settings(), Metrics(CollectorRegistry())).enabled
