@@ -9,9 +9,12 @@ canaries alike), per model:
   text, its messages, the API) through the model's tokenizer and chat template, and
   ``usage.completion_tokens`` from the answer's text. Over a baseline of answers the proxy fits each
   count by least squares on text features (:func:`text_features`: characters, words, symbols,
-  non-ASCII bytes, messages); afterwards an answer whose count is off that fit by more than
-  the baseline's own spread is a mark, and a CUSUM of marks (:class:`TokenFit`) alarms after four
-  in a row. A change of tokenizer or template moves every later request off the fit.
+  non-ASCII bytes, messages); afterwards an answer whose count is off that fit by more than the
+  baseline's own relative spread is a mark, and a CUSUM of marks (:class:`TokenFit`) alarms after
+  four in a row for prompts, six for completions (an answer's text moves with the model's behaviour,
+  so more of its counts stray). A change of tokenizer or template moves every later request off the
+  fit. The completion side sees only large changes (one token per 4 bytes against one per word:
+  74 % of answers marked); a template change shows on every prompt.
 - **identity**: the response's ``model`` and ``system_fingerprint``: once a value was seen three
   answers in a row, another value three answers in a row is a change, with before and after.
 
@@ -81,8 +84,16 @@ def request_features(endpoint: str, request: dict[str, Any]) -> list[float] | No
 
 @dataclass
 class TokenFit:
-    """A token count against text features: least squares over ``baseline`` answers, then a CUSUM of
-    answers off the fit (``k`` per answer in control, alarm at ``h``: four marks in a row)."""
+    """A token count against text features: least squares over a baseline of answers, then a CUSUM of
+    answers off the fit (``k`` per answer in control, alarm at ``h``: four marks in a row).
+
+    The features only approximate a real tokenizer, and the content of answers moves with the model's
+    behaviour (an abliterated model writes lists and code where it refused), so an answer is a mark
+    only when its count is off by more than the baseline's own *relative* spread allows
+    (:meth:`tolerance_for`). An answer the baseline never spanned (two messages where every baseline
+    request had one, the first non-ASCII text) is not judged: the fit would extrapolate. While the
+    fit is in control it joins the baseline instead, up to ``4 * baseline`` answers.
+    """
 
     baseline: int = 30
     k: float = 0.25
@@ -90,32 +101,59 @@ class TokenFit:
     xs: list[list[float]] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
     coef: list[float] | None = None
-    tolerance: float = 0.0
+    relative: float = 0.0  # a count may be off by this share of its expected value
     statistic: float = 0.0
     last: tuple[float, float] | None = None  # (expected, observed) of the latest answer
+    _scale: list[float] = field(default_factory=list)
+    _off_span: list[list[float]] = field(default_factory=list)  # I - V^T V: what the baseline never spanned
 
     def add(self, x: list[float], y: float) -> bool:
         """Take one answer; true when this answer raises the alarm."""
-        if self.coef is None:
-            self.xs.append(x)
-            self.ys.append(y)
-            if len(self.ys) >= self.baseline:
-                self._fit()
+        if self.coef is None or not self._spanned(x):
+            if self.coef is None or (self.statistic == 0.0 and len(self.ys) < 4 * self.baseline):
+                self._learn(x, y)
             return False
         expected = sum(c * v for c, v in zip(self.coef, x, strict=True))
         self.last = (expected, y)
-        mark = abs(y - expected) > max(self.tolerance, 0.02 * max(expected, 1.0))
+        mark = abs(y - expected) > self.tolerance_for(expected)
         before = self.statistic
         self.statistic = max(0.0, self.statistic + (1.0 if mark else 0.0) - self.k)
         return before < self.h <= self.statistic
+
+    def tolerance_for(self, expected: float) -> float:
+        """Two tokens, or the baseline's largest relative miss with half as much again (at least 2 %)."""
+        return max(2.0, self.relative * max(expected, 1.0))
+
+    def _spanned(self, x: list[float]) -> bool:
+        scaled = [v / d for v, d in zip(x, self._scale, strict=True)]
+        off = [sum(a * b for a, b in zip(row, scaled, strict=True)) for row in self._off_span]
+        return sum(v * v for v in off) <= 1e-10 * sum(v * v for v in scaled)
+
+    def _learn(self, x: list[float], y: float) -> None:
+        """Fit once the baseline has ``baseline`` answers and ten more distinct requests than the
+        directions they span (residuals to learn the spread from: four prompts repeated fit exactly
+        and would say nothing about a fifth)."""
+        if len(self.ys) >= 4 * self.baseline:  # repeats crowd the baseline: keep one of each
+            kept = dict(zip(map(tuple, self.xs), self.ys, strict=True))
+            self.xs, self.ys = [list(k) for k in kept], list(kept.values())
+        self.xs.append(x)
+        self.ys.append(y)
+        if len(self.ys) >= self.baseline:
+            distinct = len(set(map(tuple, self.xs)))
+            if distinct >= int(np.linalg.matrix_rank(np.array(self.xs))) + 10:
+                self._fit()
 
     def _fit(self) -> None:
         a, b = np.array(self.xs), np.array(self.ys)
         coef, *_ = np.linalg.lstsq(a, b, rcond=None)
         self.coef = [float(c) for c in coef]  # applied per answer: plain floats beat numpy on six terms
-        residuals = np.abs(b - a @ coef)
-        mad = float(np.median(np.abs(residuals - np.median(residuals))))
-        self.tolerance = max(2.0, float(np.max(residuals)) + 1.0, 5 * 1.4826 * mad)
+        relative = np.abs(b - a @ coef) / np.maximum(np.abs(a @ coef), 1.0)
+        self.relative = max(0.02, 1.5 * float(np.max(relative)))
+        scale = np.maximum(np.linalg.norm(a, axis=0), 1e-12)  # each feature to unit length: one threshold
+        _, sv, vt = np.linalg.svd(a / scale, full_matrices=False)
+        spanned = vt[sv > 1e-9 * sv[0]]  # orthonormal rows: the directions the baseline's answers span
+        self._scale = scale.tolist()
+        self._off_span = (np.eye(a.shape[1]) - spanned.T @ spanned).tolist()
 
     @property
     def alarmed(self) -> bool:
@@ -197,7 +235,9 @@ class ModelFingerprint:
         for kind, x, y in counts:
             if x is None or y is None or (kind == "completion" and ex.response_truncated):
                 continue
-            fit = state.fits.setdefault(f"{ex.endpoint}:{kind}", TokenFit(baseline=self.baseline))
+            fit = state.fits.get(key := f"{ex.endpoint}:{kind}")
+            if fit is None:  # an answer's text moves with the model's behaviour, a request's does not
+                fit = state.fits[key] = TokenFit(baseline=self.baseline, k=0.25 if kind == "prompt" else 0.5)
             if fit.add(x, float(y)):
                 expected, observed = fit.last or (0.0, 0.0)
                 detail = {

@@ -205,6 +205,8 @@ def test_fire_drill_pages_and_resolves(tmp_path: Path) -> None:
     assert triggers and triggers[0]["routing_key"] == "drill-routing-key"
     assert DRILL_MODEL in json.dumps(triggers[0])
     assert "RefusalGuardCanaryRefusalCollapse" in json.dumps(triggers[0])
+    # abliteration changes what the model says, not its tokenizer: the fingerprint must not page
+    assert not any("RefusalGuardModelChanged" in json.dumps(e) for e in pd.events), pd.events
     # the incident report of the drill, as the runbook's first step builds it, in a real browser
     report = tmp_path / "incident.html"
     cmd = [sys.executable, "-m", "proxy.cli", "audit", "report", "--audit", f"sqlite:///{tmp_path}/drill.db"]

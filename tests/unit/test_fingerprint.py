@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from proxy.canary.transition import Transition
 from proxy.exchange import Exchange
-from proxy.fingerprint import Identity, ModelFingerprint, TokenFit, request_features
+from proxy.fingerprint import Identity, ModelFingerprint, TokenFit, request_features, text_features
 from proxy.metrics import Metrics
 from reference_upstream.corpus import load_corpus
-from reference_upstream.tokens import Tokenizer, prompt_tokens
+from reference_upstream.tokens import Tokenizer, count, prompt_tokens
 
 CORPUS = load_corpus()
 PROMPTS = CORPUS.benign_prompts() + CORPUS.harmful_prompts()
@@ -56,6 +56,46 @@ def test_no_alarm_in_control_even_with_a_noisy_count() -> None:
     assert raised == 0 and not fit.alarmed
 
 
+def test_answers_that_change_with_the_models_behaviour_are_no_tokenizer_change() -> None:
+    """The fire drill's case: a baseline of safe answers (refusals, short answers), then an abliterated
+    model's lists and code under the same tokenizer: no alarm in 400 answers. The same answers counted
+    by another tokenizer: an alarm within a few."""
+    rng = random.Random(3)
+    harmful, benign = CORPUS.harmful_prompts(), CORPUS.benign_prompts()
+    safe = [CORPUS.reply(p, "safe") for p in rng.sample(harmful, 20) + rng.sample(benign, 20)]
+    abliterated = [CORPUS.reply(p, "abliterated") for p in rng.sample(harmful, 400)]
+    for tokenizer, other in (("words", "bytes"), ("bytes", "words")):
+        fit = TokenFit(k=0.5)  # the stage's design for completion counts
+        for text in safe:
+            fit.add(text_features([text], 1), count(text, tokenizer))
+        assert fit.coef is not None
+        assert not any(fit.add(text_features([t], 1), count(t, tokenizer)) for t in abliterated), tokenizer
+        swapped = [fit.add(text_features([t], 1), count(t, other)) for t in abliterated[:20]]
+        assert True in swapped and swapped.index(True) < 12, (tokenizer, other)
+
+
+def test_a_baseline_is_fitted_only_on_requests_enough_to_learn_a_spread() -> None:
+    """Four prompts repeated (the drill's production) fit any count exactly and say nothing about a
+    fifth: no fit until there are ten more distinct requests than the directions they span. Then a
+    request the baseline never spanned (two messages where all had one) is learned, not judged."""
+    rng = random.Random(4)
+    few = [{"model": "m", "messages": [{"role": "user", "content": p}]} for p in rng.sample(PROMPTS, 4)]
+    fit = TokenFit()
+    for i in range(5 * fit.baseline):
+        fit.add(request_features("chat", few[i % 4]) or [], counted(few[i % 4], "words"))
+    assert fit.coef is None and len(fit.ys) <= 4 * fit.baseline
+    for _ in range(12):
+        body = {"model": "m", "messages": [{"role": "user", "content": rng.choice(PROMPTS)}]}
+        fit.add(request_features("chat", body) or [], counted(body, "words"))
+    assert fit.coef is not None
+    two = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, *few[0]["messages"]]}
+    ys = len(fit.ys)
+    assert not fit.add(request_features("chat", two) or [], 1_000.0) and fit.statistic == 0.0
+    assert len(fit.ys) == ys + 1  # learned
+    alarms = [fit.add(request_features("chat", b) or [], counted(b, "bytes")) for b in (request(rng) for _ in range(20))]
+    assert True in alarms
+
+
 def test_an_identity_changes_only_when_the_new_value_holds() -> None:
     ident = Identity()
     assert [ident.add(v) for v in ("a", "a", "a", "b", "a", "a")] == [None] * 6  # one odd answer is no change
@@ -86,7 +126,8 @@ def test_the_stage_reports_each_tier_once_until_an_operator_rebaselines() -> Non
     for _ in range(40):
         body = request(rng)
         watch(exchange(body, counted(body, "words")))
-    assert not seen and watch.state()["m"]["learning"] == []
+    # every answer is "Sure.": one distinct completion, nothing to fit it on; the prompts vary
+    assert not seen and watch.state()["m"]["learning"] == ["chat:completion"]
     for _ in range(10):
         body = request(rng)
         watch(exchange(body, counted(body, "bytes"), fingerprint="fp_2"))
