@@ -92,7 +92,9 @@ def test_a_baseline_is_fitted_only_on_requests_enough_to_learn_a_spread() -> Non
     ys = len(fit.ys)
     assert not fit.add(request_features("chat", two) or [], 1_000.0) and fit.statistic == 0.0
     assert len(fit.ys) == ys + 1  # learned
-    alarms = [fit.add(request_features("chat", b) or [], counted(b, "bytes")) for b in (request(rng) for _ in range(20))]
+    alarms = [
+        fit.add(request_features("chat", b) or [], counted(b, "bytes")) for b in (request(rng) for _ in range(20))
+    ]
     assert True in alarms
 
 
