@@ -27,7 +27,7 @@ from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import load_suites
 from proxy.catalog import ModelCatalog
 from proxy.classify import Classifier
-from proxy.fingerprint import ModelFingerprint
+from proxy.fingerprint import ModelFingerprint, ObserveFingerprint
 from proxy.harmful import HarmfulWatch
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
@@ -80,7 +80,7 @@ def create_app(
 
     >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
     >>> [type(stage).__name__ for stage in app.state.pipeline.stages]  # doctest: +NORMALIZE_WHITESPACE
-    ['LearnModelNames', 'CountVerdicts', 'ModelFingerprint', 'LogLine', 'Audit', 'TrafficShape', 'PublishOutcomes',
+    ['LearnModelNames', 'CountVerdicts', 'ObserveFingerprint', 'LogLine', 'Audit', 'TrafficShape', 'PublishOutcomes',
      'CanaryFeedback']
     """
     registry = registry if registry is not None else CollectorRegistry()
@@ -100,7 +100,7 @@ def create_app(
     drift = DriftMonitor(canary, metrics, notifier, outbox=outbox, replica=replica, observers=observers, clock=clock)
     router = Router(catalog, drift=drift, canary=canary)
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
-    fingerprint = ModelFingerprint(metrics, notifier, observers, clock)  # served model changed
+    fingerprint = ModelFingerprint(metrics, notifier, observers, clock)  # served model changed: the leader's
     harm = HarmfulRequestClassifier.load() if canary.production_harmful.enabled else None
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
@@ -108,7 +108,7 @@ def create_app(
         [
             LearnModelNames(catalog, metrics),
             CountVerdicts(metrics),
-            fingerprint,
+            *([ObserveFingerprint(outbox, settings.fingerprint)] if settings.fingerprint.enabled else []),
             LogLine(),
             *([Audit(audit)] if audit else []),
             *([Trace(tracing)] if tracing.enabled else []),
@@ -138,7 +138,8 @@ def create_app(
     harm_watch = HarmfulWatch(canary, drift, metrics)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
         settings.state.url or "memory://", settings.state, replica=replica, drift=drift, harm=harm_watch, shift=shift,
-        shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics, privacy=settings.audit.privacy,
+        fingerprint=fingerprint, shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics,
+        privacy=settings.audit.privacy,
     )  # fmt: skip
     readiness = ops.Readiness(ups, settings.readiness_cache_seconds)
     auth = ClientAuth(settings.client_keys)

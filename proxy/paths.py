@@ -66,3 +66,16 @@ def encode(path: str) -> str:
     '/v1/models/meta-llama/Llama%203'
     """
     return quote(path, safe=_SAFE)
+
+
+# The /v1/* endpoints relayed unclassified (globs below /v1/): what OpenAI-compatible clients need.
+# Upstream-admin paths (vLLM's load_lora_adapter / unload_lora_adapter, sleep, wake_up,
+# reset_prefix_cache, collective_rpc, profiling; llama.cpp's slots and lora-adapters) are not in it,
+# so they are refused unless a config adds them.
+# fmt: off
+DEFAULT_PASSTHROUGH: tuple[str, ...] = (
+    "embeddings", "moderations", "audio/*", "images/*", "files", "files/*", "uploads", "uploads/*",
+    "batches", "batches/*", "rerank", "score", "tokenize", "detokenize", "responses/*", "chat/completions/*",
+    "messages", "messages/*", "vector_stores", "vector_stores/*",
+)
+# fmt: on

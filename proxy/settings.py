@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.envsource import PREFIX as ENV_PREFIX
 from proxy.envsource import from_environment, merge, reference
+from proxy.paths import DEFAULT_PASSTHROUGH
 
 
 def is_glob(name: str) -> bool:
@@ -240,6 +241,15 @@ class ShiftSettings(_Frozen):
     min_relative: float = 0.5
 
 
+class FingerprintSettings(_Frozen):
+    """The served-model fingerprint (:mod:`proxy.fingerprint`): which answers each replica reads for it."""
+
+    enabled: bool = True
+    # production answers read per model and second on each replica (canaries: every one); the leader
+    # fits the union, so a few a second are plenty and the stage costs nothing on the rest
+    production_per_second: float = Field(default=5.0, ge=0)
+
+
 class EdgeSettings(_Frozen):
     """Limits at the proxy's edge, as strict as nginx's or Apache's defaults (:mod:`proxy.edge`)."""
 
@@ -250,36 +260,6 @@ class EdgeSettings(_Frozen):
     body_min_rate: float = Field(default=500.0, ge=0)  # bytes/s: after body_timeout, each 500 bytes buy 1 s more
     keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle kept-alive client connection is closed
     max_audit_header_chars: int = Field(default=8 * 1024, ge=256)  # of headers kept in an audit record
-
-
-# The /v1/* endpoints relayed unclassified (globs below /v1/): what OpenAI-compatible clients need.
-# Upstream-admin paths (vLLM's load_lora_adapter / unload_lora_adapter, sleep, wake_up,
-# reset_prefix_cache, collective_rpc, profiling; llama.cpp's slots and lora-adapters) are not in it,
-# so they are refused unless a config adds them.
-DEFAULT_PASSTHROUGH: tuple[str, ...] = tuple(
-    [
-        "embeddings",
-        "moderations",
-        "audio/*",
-        "images/*",
-        "files",
-        "files/*",
-        "uploads",
-        "uploads/*",
-        "batches",
-        "batches/*",
-        "rerank",
-        "score",
-        "tokenize",
-        "detokenize",
-        "responses/*",
-        "chat/completions/*",
-        "messages",
-        "messages/*",
-        "vector_stores",
-        "vector_stores/*",
-    ]
-)
 
 
 class Settings(_Frozen):
@@ -305,6 +285,7 @@ class Settings(_Frozen):
     shift: ShiftSettings = ShiftSettings()
     state: StateSettings = StateSettings()
     otel: OtelSettings = OtelSettings()
+    fingerprint: FingerprintSettings = FingerprintSettings()
     edge: EdgeSettings = EdgeSettings()
     # prometheus-client multiprocess mode (several workers): where every process writes its samples
     metrics_dir: str | None = None

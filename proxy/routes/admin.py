@@ -1,5 +1,5 @@
 """Admin endpoints, behind ``admin_key_sha256``: put a model in quarantine, or clear it; accept the
-model now served as its fingerprint's baseline (this replica's: :mod:`proxy.fingerprint`).
+model now served as its fingerprint's baseline (:mod:`proxy.fingerprint`; the leader applies it).
 
 Sent to any replica, the decision goes to the state store at once (``stored`` in the answer says it
 did; if the store is down it is kept and written when it returns) and every replica enforces it.
@@ -41,7 +41,10 @@ def router(
 
     @api.post("/fingerprint/{model:path}/baseline", summary="Accept the model now served as the fingerprint's baseline")
     async def baseline(model: str) -> Response:
-        return JSONResponse({"model": model, "rebaselined": fingerprint.rebaseline(model)})
+        known = model in fingerprint.state()
+        sync.outbox.rebaseline(model)  # in order with the observations: what follows is the new baseline
+        stored = await sync.sync()
+        return JSONResponse({"model": model, "rebaselined": known, "stored": stored})
 
     @api.post("/quarantine/{model:path}/clear", summary="Release a quarantined model")
     async def clear(model: str) -> Response:

@@ -2,7 +2,8 @@
 
 The pipeline stage :class:`PublishOutcomes` takes the production-side outcomes every replica sees
 (the answer to each request the harmful-request classifier flags, in order; refusal counts per
-minute bucket), and :class:`Outbox` holds them with the latest request shapes until the state
+minute bucket), the fingerprint's observations (:mod:`proxy.fingerprint.stage`) and an operator's
+rebaseline, and :class:`Outbox` holds them with the latest request shapes until the state
 sync's next batch (:mod:`proxy.state.sync`): the store sees one write per replica per second, not
 one per request. The leader consumes the union, so one statistic per model and suite sees every
 replica's traffic.
@@ -27,6 +28,9 @@ from proxy.state.records import Publication, Quarantine
 
 HARMFUL = "h"  # [HARMFUL, model, verdict label]
 ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
+FINGERPRINT = "f"  # [FINGERPRINT, model, endpoint, prompt x, prompt tokens, answer x, completion tokens, model, fp]
+REBASELINE = "b"  # [REBASELINE, model]: an operator accepts the model now served (proxy.fingerprint)
+_ORDERED = (HARMFUL, FINGERPRINT, REBASELINE)  # events the leader takes one by one, in order
 
 
 class Outbox:
@@ -35,7 +39,7 @@ class Outbox:
     def __init__(self, metrics: Metrics, *, limit: int = 200_000) -> None:
         self.metrics = metrics
         self.limit = limit
-        self._harmful: deque[list[Any]] = deque()
+        self._ordered: deque[list[Any]] = deque()
         self._answers: dict[tuple[str, float], list[int]] = {}
         self._shapes: dict[str, dict[str, Any]] = {}
         self._names: list[tuple[str, str]] = []
@@ -43,10 +47,19 @@ class Outbox:
         self._releases: list[tuple[str, str | None]] = []
 
     def harmful(self, model: str, label: str) -> None:
-        if len(self._harmful) >= self.limit:
-            self._harmful.popleft()
+        self._append([HARMFUL, model, label])
+
+    def _append(self, event: list[Any]) -> None:
+        if len(self._ordered) >= self.limit:
+            self._ordered.popleft()
             self.metrics.state_store_errors.labels("dropped").inc()
-        self._harmful.append([HARMFUL, model, label])
+        self._ordered.append(event)
+
+    def fingerprint(self, event: list[Any]) -> None:
+        self._append(event)
+
+    def rebaseline(self, model: str) -> None:
+        self._append([REBASELINE, model])
 
     def answers(self, model: str, bucket: float, refused: int, total: int) -> None:
         counts = self._answers.setdefault((model, bucket), [0, 0])
@@ -71,18 +84,18 @@ class Outbox:
         return {q.model for q in self._quarantines}, {m for m, _ in self._releases}
 
     def take(self) -> Publication:
-        events = [*self._harmful, *([ANSWERS, m, b, r, t] for (m, b), (r, t) in self._answers.items())]
+        events = [*self._ordered, *([ANSWERS, m, b, r, t] for (m, b), (r, t) in self._answers.items())]
         pub = Publication(events, self._shapes, self._names, self._quarantines, self._releases)
-        self._harmful, self._answers, self._shapes, self._names = deque(), {}, {}, []
+        self._ordered, self._answers, self._shapes, self._names = deque(), {}, {}, []
         self._quarantines, self._releases = [], []
         return pub
 
     def put_back(self, pub: Publication) -> None:
         """A batch the store did not take: kept, ahead of what came since (outcomes keep their order)."""
-        for ev in reversed([e for e in pub.events if e[0] == HARMFUL]):
-            self._harmful.appendleft(ev)
-        while len(self._harmful) > self.limit:
-            self._harmful.popleft()
+        for ev in reversed([e for e in pub.events if e[0] in _ORDERED]):
+            self._ordered.appendleft(ev)
+        while len(self._ordered) > self.limit:
+            self._ordered.popleft()
             self.metrics.state_store_errors.labels("dropped").inc()
         for _, m, b, r, t in (e for e in pub.events if e[0] == ANSWERS):
             self.answers(m, b, r, t)

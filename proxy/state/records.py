@@ -61,6 +61,8 @@ class LeaderWrite:
     shift: list[tuple[str, float, int, int]] = field(default_factory=list)  # (model, bucket start, refused, total)
     shift_horizon: float | None = None  # buckets older than this are deleted
     consumed: list[int] = field(default_factory=list)  # rg_events ids taken
+    fingerprints: list[tuple[str, str, str]] = field(default_factory=list)  # (model, summary, state), JSON
+    fingerprints_dropped: list[str] = field(default_factory=list)  # models rebaselined
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class LeaderState:
     cusums: list[CusumRow]
     calibrations: list[Calibration]
     shift: list[tuple[str, float, int, int]]
+    fingerprints: dict[str, str] = field(default_factory=dict)  # model -> state (JSON)
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,4 @@ class Snapshot:
     names: list[tuple[str, str]]
     shapes: dict[str, tuple[dict[str, Any], float]]  # model -> (sanitised WireRequest, when it arrived)
     replicas: dict[str, float]
+    fingerprints: dict[str, str] = field(default_factory=dict)  # model -> summary (JSON)

@@ -17,6 +17,8 @@ replicas that start together):
   (no message text but the system prompt, and that only under the audit's ``full`` privacy; no credentials).
 * ``rg_events``: the production-side outcomes replicas publish in batches, consumed by the leader.
 * ``rg_replicas``: who is there (last seen), for ``/canary/state``.
+* ``rg_fingerprint``: per model, the served-model fingerprint the leader keeps (:mod:`proxy.fingerprint`):
+  its whole state, and the summary followers read each sync.
 
 Every method is blocking and runs in the state sync's own thread (:mod:`proxy.state.sync`).
 """
@@ -65,6 +67,8 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS rg_shape (model TEXT PRIMARY KEY, request TEXT NOT NULL, replica TEXT NOT NULL, "
     "at DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rg_replicas (replica TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rg_fingerprint (model TEXT PRIMARY KEY, summary TEXT NOT NULL, state TEXT NOT NULL, "
+    "updated DOUBLE PRECISION NOT NULL)",
 )
 _EVENTS = {
     "sqlite": "CREATE TABLE IF NOT EXISTS rg_events (id INTEGER PRIMARY KEY AUTOINCREMENT, replica TEXT NOT NULL, "
@@ -284,6 +288,14 @@ class StateStore:
                 )
             if write.shift_horizon is not None:
                 cur.execute("DELETE FROM rg_shift WHERE start < ?", (write.shift_horizon,))
+            for model, summary, state in write.fingerprints:
+                cur.execute(
+                    "INSERT INTO rg_fingerprint (model, summary, state, updated) VALUES (?, ?, ?, ?) ON CONFLICT (model) "
+                    "DO UPDATE SET summary = excluded.summary, state = excluded.state, updated = excluded.updated",
+                    (model, summary, state, now),
+                )
+            for model in write.fingerprints_dropped:
+                cur.execute("DELETE FROM rg_fingerprint WHERE model = ?", (model,))
             for event_id in write.consumed:
                 cur.execute("DELETE FROM rg_events WHERE id = ?", (event_id,))
             self._publish(cur, replica, pub, now)
@@ -305,7 +317,8 @@ class StateStore:
                     "SELECT model, start, refused, total FROM rg_shift ORDER BY model, start"
                 ).fetchall()
             ]
-        return LeaderState(cusums, cals, shift)
+            fingerprints = dict(cur.execute("SELECT model, state FROM rg_fingerprint").fetchall())
+        return LeaderState(cusums, cals, shift, fingerprints)
 
     def snapshot(self, replica_ttl: float) -> Snapshot:
         with self._tx() as cur:
@@ -329,8 +342,9 @@ class StateStore:
                 ).fetchall()
             }
             cusums = _cusums(cur)
+            fingerprints = dict(cur.execute("SELECT model, summary FROM rg_fingerprint").fetchall())
         leader = holder if holder and float(expires) >= now else None
-        return Snapshot(leader, cusums, quarantines, names, shapes, replicas)
+        return Snapshot(leader, cusums, quarantines, names, shapes, replicas, fingerprints)
 
 
 def _cusums(cur: _Cursor) -> list[CusumRow]:

@@ -10,7 +10,8 @@ Each ``sync_seconds`` (1 s), in one background task:
    and stops it (in-flight canaries cancelled) when the lease was not renewed by
    ``lease_seconds - 1`` after the renewal began, before any other replica can take it over.
 3. **Lead** (the leader only): consume every replica's published outcomes into one
-   ``production_harmful`` CUSUM and one production shift test per model, then write the statistics
+   ``production_harmful`` CUSUM, one production shift test and one served-model fingerprint per
+   model (:mod:`proxy.fingerprint`), then write the statistics
    (canaries' too), the calibrations and the consumed batches' deletion in one transaction that
    checks the fencing token. A new leader first loads what is stored, so drift resumes, not restarts.
 4. **Read** the shared state: followers mirror the stored statistics (metrics and ``/canary/state``),
@@ -35,12 +36,13 @@ from proxy.canary.drift import DriftMonitor
 from proxy.canary.scheduler import CanaryScheduler
 from proxy.canary.shape import TrafficShape
 from proxy.catalog import ModelCatalog
+from proxy.fingerprint import ModelFingerprint
 from proxy.harmful import HarmfulWatch
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import StateSettings
 from proxy.shift import ProductionShift
-from proxy.state.outbox import ANSWERS, HARMFUL, Outbox, restored, sanitised
+from proxy.state.outbox import ANSWERS, FINGERPRINT, HARMFUL, REBASELINE, Outbox, restored, sanitised
 from proxy.state.records import LeaderWrite, Snapshot
 from proxy.state.store import StateStore, StoreError, redacted
 
@@ -65,6 +67,7 @@ class StateSync:
         drift: DriftMonitor,
         harm: HarmfulWatch,
         shift: ProductionShift,
+        fingerprint: ModelFingerprint,
         shape: TrafficShape,
         catalog: ModelCatalog,
         outbox: Outbox,
@@ -78,6 +81,7 @@ class StateSync:
         self.drift = drift
         self.harm = harm
         self.shift = shift
+        self.fingerprint = fingerprint
         self.shape = shape
         self.catalog = catalog
         self.outbox = outbox
@@ -195,9 +199,15 @@ class StateSync:
                     self.harm.observe(ev[1], ev[2])
                 elif ev[0] == ANSWERS:
                     self.shift.add(ev[1], ev[3], ev[4], at=ev[2])
+                elif ev[0] == FINGERPRINT:
+                    self.fingerprint.observe(ev)
+                elif ev[0] == REBASELINE:
+                    self.fingerprint.rebaseline(ev[1])
+        fingerprints, dropped = self.fingerprint.changed()
         write = LeaderWrite(
-            self.drift.changed(), self.harm.changed(), self.shift.changed(), self.shift.horizon, [i for i, _ in batches]
-        )
+            self.drift.changed(), self.harm.changed(), self.shift.changed(), self.shift.horizon, [i for i, _ in batches],
+            fingerprints, dropped,
+        )  # fmt: skip
         pub = self.outbox.take()  # decisions made just now (a quarantine on drift) go in the same transaction
         token = self.token
         assert token is not None
@@ -215,6 +225,7 @@ class StateSync:
         self.replicas = snap.replicas
         if not self.leading:
             self.drift.load(snap.cusums)
+            self.fingerprint.mirror(snap.fingerprints)
         self.drift.adopt(snap.quarantines)
         for upstream, model in snap.names:
             if self.catalog.adopt(upstream, model):
@@ -236,6 +247,7 @@ class StateSync:
         self.drift.load(state.cusums)
         self.harm.load(state.calibrations)
         self.shift.load(state.shift)
+        self.fingerprint.load(state.fingerprints)
         self.token = token
         self.leader = self.replica
         self.metrics.canary_leader.set(1)

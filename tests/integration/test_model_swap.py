@@ -32,6 +32,7 @@ ADMIN = "admin-key-for-the-swap-test-0123456789"
 CORPUS = load_corpus()
 PROMPTS = CORPUS.benign_prompts()
 CHANGED = "refusal_guard_model_changed"
+SYNC = 0.2
 
 
 @pytest.fixture
@@ -48,6 +49,9 @@ def proxy(sim: ServerThread, start_proxy: Any, tmp_path: Path) -> Proxy:
             "canary": {"enabled": True, "interval_seconds": 0.5, "per_round": 1, "seed": 11},
             "audit": {"enabled": True, "url": f"sqlite:///{tmp_path}/audit.db", "flush_seconds": 0.05},
             "admin_key_sha256": ClientKey.digest(ADMIN),
+            "state": {"sync_seconds": SYNC},  # the leader reads every replica's answers once per sync
+            # every answer read, though the test sends them faster than the default five a second
+            "fingerprint": {"production_per_second": 1000},
         }
     )
 
@@ -72,21 +76,26 @@ def changed(p: Proxy, tier: str) -> float:
     return p.metric(CHANGED, model="sim-model", tier=tier)
 
 
+def flagged(p: Proxy, tier: str) -> bool:
+    """Whether the leader flags ``tier`` once it has read what was answered so far (two syncs)."""
+    return p.wait_for(lambda: changed(p, tier) == 1, timeout=2 * SYNC + 0.1)
+
+
 def test_a_tokenizer_swap_is_flagged_and_the_refusal_suites_stay_quiet(
     proxy: Proxy, sim: ServerThread, tmp_path: Path
 ) -> None:
     rng = random.Random(4)
     client = OpenAI(base_url=proxy.url + "/v1", api_key="unused")
     ask(proxy, client, rng, 40)  # the baseline (30 answers per count), then a stable stretch
-    assert changed(proxy, "tokenizer") == 0 and changed(proxy, "identity") == 0
+    assert not flagged(proxy, "tokenizer") and changed(proxy, "identity") == 0
     ask(proxy, client, rng, 20)  # a stable run as long as the detection window below: nothing
-    assert changed(proxy, "tokenizer") == 0
+    assert not flagged(proxy, "tokenizer")
 
     httpx.post(sim.url + "/sim/mode", json={"tokenizer": "bytes"}).raise_for_status()
     start = answered(proxy)
     for _ in range(20):
         ask(proxy, client, rng, 1)
-        if changed(proxy, "tokenizer") == 1:
+        if flagged(proxy, "tokenizer"):
             break
     needed = answered(proxy) - start
     assert changed(proxy, "tokenizer") == 1 and needed <= 20, needed
@@ -102,11 +111,11 @@ def test_a_tokenizer_swap_is_flagged_and_the_refusal_suites_stay_quiet(
 
     httpx.post(sim.url + "/sim/mode", json={"fingerprint": "fp_other"}).raise_for_status()
     ask(proxy, client, rng, 4)
-    assert changed(proxy, "identity") == 1
+    assert flagged(proxy, "identity")
 
     r = httpx.post(proxy.url + "/admin/fingerprint/sim-model/baseline", headers={"authorization": f"Bearer {ADMIN}"})
-    assert r.status_code == 200 and r.json()["rebaselined"] is True
-    assert changed(proxy, "tokenizer") == 0 and changed(proxy, "identity") == 0
+    assert r.status_code == 200 and r.json()["rebaselined"] is True and r.json()["stored"] is True
+    assert changed(proxy, "tokenizer") == 0 and changed(proxy, "identity") == 0  # the leader: this one process
 
 
 def audited(tmp: Path, transition: str) -> list[dict[str, Any]]:

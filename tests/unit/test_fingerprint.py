@@ -3,6 +3,7 @@ answers and never alarms in control, and reported identities that change only wh
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import orjson
@@ -10,8 +11,18 @@ from prometheus_client import CollectorRegistry
 
 from proxy.canary.transition import Transition
 from proxy.exchange import Exchange
-from proxy.fingerprint import Identity, ModelFingerprint, TokenFit, request_features, text_features
+from proxy.fingerprint import (
+    Identity,
+    ModelFingerprint,
+    ObserveFingerprint,
+    TokenFit,
+    observation,
+    request_features,
+    text_features,
+)
 from proxy.metrics import Metrics
+from proxy.settings import FingerprintSettings
+from proxy.state.outbox import Outbox
 from reference_upstream.corpus import load_corpus
 from reference_upstream.tokens import Tokenizer, count, prompt_tokens
 
@@ -120,24 +131,48 @@ def exchange(body: dict, tokens: float, fingerprint: str = "fp_1") -> Exchange: 
     )  # fmt: skip
 
 
-def test_the_stage_reports_each_tier_once_until_an_operator_rebaselines() -> None:
+def test_the_leader_reports_each_tier_once_until_an_operator_rebaselines() -> None:
     rng = random.Random(3)
     registry = CollectorRegistry()
     seen: list[Transition] = []
     watch = ModelFingerprint(Metrics(registry), observers=[seen.append])
     for _ in range(40):
         body = request(rng)
-        watch(exchange(body, counted(body, "words")))
+        watch.observe(observation(exchange(body, counted(body, "words"))))
+    rows, dropped = watch.changed()
     # every answer is "Sure.": one distinct completion, nothing to fit it on; the prompts vary
-    assert not seen and watch.state()["m"]["learning"] == ["chat:completion"]
+    assert not seen and not dropped and watch.state()["m"]["learning"] == ["chat:completion"]
+    resumed = ModelFingerprint(Metrics(CollectorRegistry()), observers=[seen.append])  # a new leader
+    resumed.load({model: state for model, _, state in rows})
     for _ in range(10):
         body = request(rng)
-        watch(exchange(body, counted(body, "bytes"), fingerprint="fp_2"))
+        resumed.observe(observation(exchange(body, counted(body, "bytes"), fingerprint="fp_2")))
     tiers = [t.suite for t in seen]
     assert sorted(tiers) == ["identity", "tokenizer"] and all(t.event == "model_changed" for t in seen)
     identity = next(t for t in seen if t.suite == "identity")
     assert identity.detail == {"field": "system_fingerprint", "before": "fp_1", "after": "fp_2"}
+    rows, _ = resumed.changed()
+    follower_registry = CollectorRegistry()
+    follower = ModelFingerprint(Metrics(follower_registry))
+    follower.mirror({model: summary for model, summary, _ in rows})
     gauge = "refusal_guard_model_changed"
-    assert registry.get_sample_value(gauge, {"model": "m", "tier": "tokenizer"}) == 1
-    assert watch.rebaseline("m") and registry.get_sample_value(gauge, {"model": "m", "tier": "tokenizer"}) == 0
-    assert "m" not in watch.state()
+    assert follower_registry.get_sample_value(gauge, {"model": "m", "tier": "tokenizer"}) == 1
+    assert follower.state()["m"]["changed"]["identity"]["after"] == "fp_2"
+    resumed.rebaseline("m")
+    assert resumed.changed() == ([], ["m"]) and "m" not in resumed.state()
+    follower.mirror({})
+    assert follower_registry.get_sample_value(gauge, {"model": "m", "tier": "tokenizer"}) == 0
+
+
+def test_each_replica_reads_every_canary_and_a_few_production_answers_a_second() -> None:
+    now = [0.0]
+    outbox = Outbox(Metrics(CollectorRegistry()))
+    stage = ObserveFingerprint(outbox, FingerprintSettings(production_per_second=5), clock=lambda: now[0])
+    body = request(random.Random(5))
+    for i in range(400):  # 200 a second for two seconds, a canary among every ten
+        now[0] = i / 200
+        ex = exchange(body, 20)
+        stage(dataclasses.replace(ex, traffic="canary") if i % 10 == 0 else ex)
+    events = outbox.take().events
+    # 40 canaries; of production a burst of five, then five a second over the 1.995 s the run lasts
+    assert len(events) == 40 + 5 + 9 and all(e[0] == "f" for e in events)

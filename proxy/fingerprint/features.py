@@ -1,0 +1,81 @@
+"""What the fingerprint reads off one exchange: text features of the request and the answer, the
+token counts the answer reports, and the identities it states (:func:`observation`).
+
+Features are computed with ``str`` methods, not regexes: this runs in the event loop, on the answers
+each replica samples (:mod:`proxy.fingerprint.stage`).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any
+
+from proxy.exchange import Exchange
+from proxy.extract import answers_from_body, answers_from_stream
+from proxy.facts import facts
+from proxy.state.outbox import FINGERPRINT
+
+_NOT_SYMBOLS = str.maketrans("", "", string.ascii_letters + string.digits + string.whitespace)  # deleted
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts / blocks
+        return " ".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def text_features(texts: Sequence[str], messages: int) -> list[float]:
+    """What a token count follows from: a constant, the messages (template), characters, words,
+    symbols, and the bytes beyond one per character in UTF-8 (non-Latin text tokenizes otherwise).
+
+    >>> text_features(["Hi, you!"], 1), text_features(["café"], 1)[-1]
+    ([1.0, 1.0, 8.0, 2.0, 2.0, 0.0], 1.0)
+    """
+    joined = "\n".join(texts)
+    non_ascii = 0 if joined.isascii() else len(joined.encode("utf-8", "surrogatepass")) - len(joined)
+    words = len(joined.split())  # str methods, not regexes: this runs on every exchange, in the event loop
+    symbols = len(joined.translate(_NOT_SYMBOLS))
+    return [1.0, float(messages), float(len(joined)), float(words), float(symbols), float(non_ascii)]
+
+
+def request_features(endpoint: str, request: dict[str, Any]) -> list[float] | None:
+    """The request's text as the model's template sees it: every message (and Anthropic's ``system``)."""
+    if endpoint in ("chat", "messages"):
+        msgs = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+        texts = [_text(m.get("content")) for m in msgs]
+        if endpoint == "messages" and request.get("system"):
+            texts.insert(0, _text(request["system"]))
+            return text_features(texts, len(msgs) + 1)
+        return text_features(texts, len(msgs))
+    if endpoint in ("completions", "responses"):
+        prompt = request.get("prompt") if endpoint == "completions" else request.get("input")
+        return text_features([_text(prompt)], 1) if isinstance(prompt, str | list) else None
+    return None
+
+
+def answer_features(ex: Exchange) -> list[float] | None:
+    """One choice's text, as ``completion_tokens`` counts it; none for tool calls, several choices or a cut answer."""
+    if ex.response_truncated:
+        return None
+    read = answers_from_stream if ex.stream else answers_from_body
+    try:
+        answers = read(ex.endpoint or "chat", ex.response)
+    except ValueError:
+        return None
+    if len(answers) != 1 or answers[0].tool_call:
+        return None
+    return text_features([answers[0].text], 1)
+
+
+def observation(ex: Exchange) -> list[Any]:
+    """The event a replica publishes for the leader's fingerprint (:data:`FINGERPRINT`)."""
+    said = facts(ex.response, ex.stream)
+    prompt = request_features(ex.endpoint or "chat", ex.request or {}) if said.input_tokens is not None else None
+    answer = answer_features(ex) if said.output_tokens is not None else None
+    return [
+        FINGERPRINT, ex.model_label, ex.endpoint, prompt, said.input_tokens, answer, said.output_tokens,
+        said.model, said.system_fingerprint,
+    ]  # fmt: skip
