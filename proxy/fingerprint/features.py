@@ -14,6 +14,7 @@ from typing import Any
 from proxy.exchange import Exchange
 from proxy.extract import answers_from_body, answers_from_stream
 from proxy.facts import facts
+from proxy.fingerprint.twosample import sketch
 from proxy.state.outbox import FINGERPRINT
 
 _NOT_SYMBOLS = str.maketrans("", "", string.ascii_letters + string.digits + string.whitespace)  # deleted
@@ -56,7 +57,7 @@ def request_features(endpoint: str, request: dict[str, Any]) -> list[float] | No
     return None
 
 
-def answer_features(ex: Exchange) -> list[float] | None:
+def answer_text(ex: Exchange) -> str | None:
     """One choice's text, as ``completion_tokens`` counts it; none for tool calls, several choices or a cut answer."""
     if ex.response_truncated:
         return None
@@ -67,15 +68,28 @@ def answer_features(ex: Exchange) -> list[float] | None:
         return None
     if len(answers) != 1 or answers[0].tool_call:
         return None
-    return text_features([answers[0].text], 1)
+    return answers[0].text
+
+
+def sampling(request: dict[str, Any]) -> str:
+    """The sampling setting answers are drawn under: only answers under the same one are compared.
+
+    >>> sampling({"temperature": 0.7}), sampling({})
+    ('t=0.7 p=None', 't=None p=None')
+    """
+    return f"t={request.get('temperature')} p={request.get('top_p')}"
 
 
 def observation(ex: Exchange) -> list[Any]:
-    """The event a replica publishes for the leader's fingerprint (:data:`FINGERPRINT`)."""
+    """The event a replica publishes for the leader's fingerprint (:data:`FINGERPRINT`); a canary's
+    carries its answer's sketch for the statistical tier (:mod:`proxy.fingerprint.twosample`)."""
     said = facts(ex.response, ex.stream)
-    prompt = request_features(ex.endpoint or "chat", ex.request or {}) if said.input_tokens is not None else None
-    answer = answer_features(ex) if said.output_tokens is not None else None
+    request = ex.request or {}
+    prompt = request_features(ex.endpoint or "chat", request) if said.input_tokens is not None else None
+    text = answer_text(ex)
+    answer = text_features([text], 1) if text is not None and said.output_tokens is not None else None
+    point = sketch(text) if text is not None and ex.traffic == "canary" else None
     return [
         FINGERPRINT, ex.model_label, ex.endpoint, prompt, said.input_tokens, answer, said.output_tokens,
-        said.model, said.system_fingerprint,
+        said.model, said.system_fingerprint, point, sampling(request),
     ]  # fmt: skip

@@ -20,9 +20,10 @@ import orjson
 from proxy.canary.notify import Notifier
 from proxy.canary.transition import Transition
 from proxy.fingerprint.tiers import Identity, TokenFit
+from proxy.fingerprint.twosample import AnswerWindows
 from proxy.metrics import Metrics
 
-TIERS = ("tokenizer", "identity")
+TIERS = ("tokenizer", "identity", "statistical")
 IDENTITIES = ("model", "system_fingerprint")
 
 
@@ -31,6 +32,7 @@ class _Model:
     fits: dict[str, TokenFit] = field(default_factory=dict)  # by "endpoint:prompt|completion"
     identities: dict[str, Identity] = field(default_factory=lambda: {name: Identity() for name in IDENTITIES})
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> what changed
+    windows: dict[str, AnswerWindows] = field(default_factory=dict)  # by "endpoint sampling"
 
     def dump(self) -> bytes:
         return orjson.dumps(
@@ -38,6 +40,7 @@ class _Model:
                 "fits": {k: f.dump() for k, f in self.fits.items()},
                 "identities": {k: i.dump() for k, i in self.identities.items()},
                 "changed": self.changed,
+                "windows": {k: w.dump() for k, w in self.windows.items()},
             }
         )
 
@@ -48,6 +51,7 @@ class _Model:
             {k: TokenFit.load(f) for k, f in data["fits"].items()},
             {k: Identity(**i) for k, i in data["identities"].items()},
             data["changed"],
+            {k: AnswerWindows(**w) for k, w in data.get("windows", {}).items()},
         )
 
     def summary(self) -> dict[str, Any]:
@@ -59,7 +63,12 @@ class _Model:
                 for k, f in self.fits.items()
             },
             "identity": {k: i.stable for k, i in self.identities.items()},
-            "learning": [k for k, f in self.fits.items() if f.coef is None],
+            "statistical": {
+                k: {"baseline": len(w.baseline) >= w.size, "p_value": w.p_value, "statistic": w.statistic}
+                for k, w in self.windows.items()
+            },
+            "learning": [k for k, f in self.fits.items() if f.coef is None]
+            + [k for k, w in self.windows.items() if len(w.baseline) < w.size],
         }
 
 
@@ -74,12 +83,14 @@ class ModelFingerprint:
         observers: Sequence[Callable[[Transition], None]] = (),
         clock: Callable[[], float] = time.time,
         baseline: int = 30,
+        window: int = 50,
     ) -> None:
         self.metrics = metrics
         self.notifier = notifier
         self.observers = tuple(observers)
         self.clock = clock
         self.baseline = baseline
+        self.window = window
         self.models: dict[str, _Model] = {}  # the leader's live state
         self.shown: dict[str, dict[str, Any]] = {}  # per model summary: the leader's, or the store's
         self._dirty: set[str] = set()
@@ -89,7 +100,8 @@ class ModelFingerprint:
 
     def observe(self, event: list[Any]) -> None:
         """One published observation (:data:`proxy.fingerprint.features.FINGERPRINT`)."""
-        _, model, endpoint, prompt_x, prompt_y, answer_x, answer_y, reported, system_fingerprint = event
+        _, model, endpoint, prompt_x, prompt_y, answer_x, answer_y, reported, system_fingerprint = event[:9]
+        point, setting = (event[9], event[10]) if len(event) > 10 else (None, None)  # older replicas: no sketch
         state = self.models.get(model)
         if state is None:
             state = self.models[model] = _Model()
@@ -114,6 +126,13 @@ class ModelFingerprint:
                     "observed": observed,
                 }
                 self._changed(model, state, "tokenizer", detail)
+        if point is not None:
+            windows = state.windows.get(key := f"{endpoint} {setting}")
+            if windows is None:
+                windows = state.windows[key] = AnswerWindows(size=self.window)
+            if windows.add(point):
+                detail = {"answers": key, "p_value": windows.p_value, "window": windows.size}
+                self._changed(model, state, "statistical", detail)
 
     def rebaseline(self, model: str) -> None:
         """An operator accepts the model now served: every tier learns it afresh."""
@@ -129,7 +148,8 @@ class ModelFingerprint:
         for model in sorted(self._dirty):
             state = self.models[model]
             summary = self.shown[model] = state.summary()
-            self._gauges(model, changed=state.changed, statistic=_statistic(summary))
+            tokenizer, statistical = _statistics(summary)
+            self._gauges(model, changed=state.changed, statistic=tokenizer, statistical=statistical)
             rows.append((model, orjson.dumps(summary).decode(), state.dump().decode()))
         dropped = sorted(self._dropped)
         self._dirty, self._dropped = set(), set()
@@ -150,7 +170,8 @@ class ModelFingerprint:
             self._gauges(model, changed=(), statistic=0.0)
         for model, summary in shown.items():
             if summary != self.shown.get(model):
-                self._gauges(model, changed=summary["changed"], statistic=_statistic(summary))
+                tokenizer, statistical = _statistics(summary)
+                self._gauges(model, changed=summary["changed"], statistic=tokenizer, statistical=statistical)
         self.shown = shown
 
     def state(self) -> dict[str, Any]:
@@ -168,12 +189,17 @@ class ModelFingerprint:
         for observe in self.observers:
             observe(t)
 
-    def _gauges(self, model: str, *, changed: Any, statistic: float) -> None:
+    def _gauges(self, model: str, *, changed: Any, statistic: float, statistical: float = 0.0) -> None:
         for tier in TIERS:
             self.metrics.model_changed.labels(model, tier).set(1 if tier in changed else 0)
         self.metrics.fingerprint_statistic.labels(model, "tokenizer").set(statistic)
         self.metrics.fingerprint_statistic.labels(model, "identity").set(1 if "identity" in changed else 0)
+        self.metrics.fingerprint_statistic.labels(model, "statistical").set(statistical)
 
 
-def _statistic(summary: dict[str, Any]) -> float:
-    return max((f["statistic"] for f in summary["tokenizer"].values()), default=0.0)
+def _statistics(summary: dict[str, Any]) -> tuple[float, float]:
+    """The tokenizer and statistical tiers' statistics, each the largest over its counts or windows."""
+    return (
+        max((f["statistic"] for f in summary["tokenizer"].values()), default=0.0),
+        max((w["statistic"] for w in summary.get("statistical", {}).values()), default=0.0),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from proxy.fingerprint import (
     request_features,
     text_features,
 )
+from proxy.fingerprint.twosample import AnswerWindows, sketch
 from proxy.metrics import Metrics
 from proxy.settings import FingerprintSettings
 from proxy.state.outbox import Outbox
@@ -176,3 +178,23 @@ def test_each_replica_reads_every_canary_and_a_few_production_answers_a_second()
     events = outbox.take().events
     # 40 canaries; of production a burst of five, then five a second over the 1.995 s the run lasts
     assert len(events) == 40 + 5 + 9 and all(e[0] == "f" for e in events)
+
+
+def canary_answers(rng: random.Random, n: int, style: Callable[[str], str] = str) -> list[list[float]]:
+    """Sketches of safe answers to canary-like prompts (half harmful, half benign), in ``style``."""
+    harmful, benign = CORPUS.harmful_prompts(), CORPUS.benign_prompts()
+    return [
+        sketch(style(CORPUS.reply(rng.choice(harmful if rng.random() < 0.5 else benign), "safe"))) for _ in range(n)
+    ]
+
+
+def test_the_statistical_tier_is_quiet_in_control_and_sees_answers_from_another_distribution() -> None:
+    """The same refusal decisions in a terser style (each answer cut to its first 200 characters, as a
+    smaller model writes): flagged within 100 answers; in control, 500 answers and no alarm."""
+    rng = random.Random(7)
+    windows = AnswerWindows()
+    assert not any(windows.add(p) for p in canary_answers(rng, windows.size + 500))
+    assert windows.tests >= 19 and windows.p_value is not None and not windows.alarmed
+    alarms = [windows.add(p) for p in canary_answers(rng, 100, style=lambda text: text[:200])]
+    assert True in alarms and windows.p_value < windows.alpha, windows.p_value
+    print(f"terser answers flagged after {alarms.index(True) + 1}")
