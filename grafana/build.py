@@ -129,11 +129,21 @@ def overview() -> dict[str, Any]:
             panel(
                 "Served model changed (fingerprint)",
                 "1 while the answers of a model no longer match its fingerprint's baseline, by tier: tokenizer "
-                "(token counts off the fitted tokenizer and template) or identity (reported model or system_fingerprint). "
-                "Sees a swap even when refusal rates hold; pages.",
+                "(token counts off the fitted tokenizer and template) and identity "
+                "(reported model or system_fingerprint) page; statistical (the canaries' answers left their "
+                "baseline's distribution) warns. Sees a swap even when refusal rates hold.",
                 [("max by (model, tier) (refusal_guard_model_changed)", "{{model}} {{tier}}")],
                 kind="state-timeline",
                 thresholds=[(None, "green"), (1, "red")],
+            ),
+            panel(
+                "Fingerprint statistics",
+                "Each fingerprint tier's statistic as a fraction of its threshold (1.0 decides a change), and the "
+                "production tier's (answer length, finish reasons, speed, opening words of real traffic, window "
+                "against baseline), which only corroborates: its prompts move with the users.",
+                [("max by (model, tier) (refusal_guard_fingerprint_statistic)", "{{model}} {{tier}}")],
+                unit="percentunit",
+                thresholds=[(None, "green"), (0.5, "orange"), (1, "red")],
             ),
             panel(
                 "Quarantined models",

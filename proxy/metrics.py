@@ -139,7 +139,7 @@ class Metrics:
         )
         self.fingerprint_statistic = Gauge(
             "refusal_guard_fingerprint_statistic",
-            "The fingerprint tier's statistic as a fraction of its alarm threshold (1 = changed).",
+            "The fingerprint tier's statistic as a fraction of its threshold (1 = changed; production only corroborates).",
             ["model", "tier"],
             multiprocess_mode="livemax",
             registry=registry,

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,10 +31,11 @@ def model_path() -> Path:
 
 
 @contextmanager
-def start(threads: int = 2) -> Iterator[str]:
-    """llama.cpp's server in a subprocess; yields its base URL (without ``/v1``)."""
+def start(threads: int = 2, model: Path | None = None, options: Sequence[str] = ()) -> Iterator[str]:
+    """llama.cpp's server in a subprocess (``options``: more of :func:`main`'s flags); yields its base
+    URL (without ``/v1``)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "tests.llamacpp", "--port", str(port), "--model", str(model_path())]
+    cmd = [sys.executable, "-m", "tests.llamacpp", "--port", str(port), "--model", str(model or model_path()), *options]
     root = Path(__file__).resolve().parents[1]
     url = f"http://127.0.0.1:{port}"
     # the server logs every request: a pipe no one reads would fill and block it, so a file
@@ -69,6 +70,11 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--model", default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--chat-template", default="", help="a built-in template name (chatml, ...): the model's own if unset"
+    )
+    p.add_argument("--alias", default="", help="the model name the server reports (else the file's path)")
+    p.add_argument("--embedding", action="store_true", help="serve /embedding (mean-pooled) instead of chat")
     args = p.parse_args()
     params = xllamacpp.CommonParams()
     params.model.path = args.model or str(model_path())
@@ -81,6 +87,13 @@ def main() -> None:
     params.endpoint_slots = True
     params.endpoint_metrics = True
     params.warmup = False
+    if args.chat_template:
+        params.chat_template = args.chat_template
+    if args.alias:
+        params.model_alias = {args.alias}
+    if args.embedding:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     server = xllamacpp.Server(params)  # serves on its own threads
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     del server

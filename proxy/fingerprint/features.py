@@ -14,6 +14,7 @@ from typing import Any
 from proxy.exchange import Exchange
 from proxy.extract import answers_from_body, answers_from_stream
 from proxy.facts import facts
+from proxy.fingerprint.production import shape_of
 from proxy.fingerprint.twosample import sketch
 from proxy.state.outbox import FINGERPRINT
 
@@ -82,14 +83,19 @@ def sampling(request: dict[str, Any]) -> str:
 
 def observation(ex: Exchange) -> list[Any]:
     """The event a replica publishes for the leader's fingerprint (:data:`FINGERPRINT`); a canary's
-    carries its answer's sketch for the statistical tier (:mod:`proxy.fingerprint.twosample`)."""
+    carries its answer's sketch for the statistical tier (:mod:`proxy.fingerprint.twosample`), a
+    production answer its shape for the production tier (:mod:`proxy.fingerprint.production`)."""
     said = facts(ex.response, ex.stream)
     request = ex.request or {}
     prompt = request_features(ex.endpoint or "chat", request) if said.input_tokens is not None else None
     text = answer_text(ex)
     answer = text_features([text], 1) if text is not None and said.output_tokens is not None else None
     point = sketch(text) if text is not None and ex.traffic == "canary" else None
+    shape = None
+    if text is not None and ex.traffic == "production":
+        finish = said.finish_reasons[0] if said.finish_reasons else None
+        shape = shape_of(text, finish, said.output_tokens, ex.duration, ex.first_chunk)
     return [
         FINGERPRINT, ex.model_label, ex.endpoint, prompt, said.input_tokens, answer, said.output_tokens,
-        said.model, said.system_fingerprint, point, sampling(request),
+        said.model, said.system_fingerprint, point, sampling(request), shape,
     ]  # fmt: skip

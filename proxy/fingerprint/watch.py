@@ -19,6 +19,7 @@ import orjson
 
 from proxy.canary.notify import Notifier
 from proxy.canary.transition import Transition
+from proxy.fingerprint.production import ProductionWindows
 from proxy.fingerprint.tiers import Identity, TokenFit
 from proxy.fingerprint.twosample import AnswerWindows
 from proxy.metrics import Metrics
@@ -33,6 +34,7 @@ class _Model:
     identities: dict[str, Identity] = field(default_factory=lambda: {name: Identity() for name in IDENTITIES})
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> what changed
     windows: dict[str, AnswerWindows] = field(default_factory=dict)  # by "endpoint sampling"
+    production: ProductionWindows = field(default_factory=ProductionWindows)  # corroborating, never decides
 
     def dump(self) -> bytes:
         return orjson.dumps(
@@ -41,6 +43,7 @@ class _Model:
                 "identities": {k: i.dump() for k, i in self.identities.items()},
                 "changed": self.changed,
                 "windows": {k: w.dump() for k, w in self.windows.items()},
+                "production": self.production.dump(),
             }
         )
 
@@ -52,6 +55,7 @@ class _Model:
             {k: Identity(**i) for k, i in data["identities"].items()},
             data["changed"],
             {k: AnswerWindows(**w) for k, w in data.get("windows", {}).items()},
+            ProductionWindows(**data["production"]) if "production" in data else ProductionWindows(),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -66,6 +70,11 @@ class _Model:
             "statistical": {
                 k: {"baseline": len(w.baseline) >= w.size, "p_value": w.p_value, "statistic": w.statistic}
                 for k, w in self.windows.items()
+            },
+            "production": {
+                "baseline": len(self.production.baseline) >= self.production.size,
+                "p_values": self.production.p_values,
+                "statistic": self.production.statistic,
             },
             "learning": [k for k, f in self.fits.items() if f.coef is None]
             + [k for k, w in self.windows.items() if len(w.baseline) < w.size],
@@ -102,6 +111,7 @@ class ModelFingerprint:
         """One published observation (:data:`proxy.fingerprint.features.FINGERPRINT`)."""
         _, model, endpoint, prompt_x, prompt_y, answer_x, answer_y, reported, system_fingerprint = event[:9]
         point, setting = (event[9], event[10]) if len(event) > 10 else (None, None)  # older replicas: no sketch
+        shape = event[11] if len(event) > 11 else None
         state = self.models.get(model)
         if state is None:
             state = self.models[model] = _Model()
@@ -126,6 +136,8 @@ class ModelFingerprint:
                     "observed": observed,
                 }
                 self._changed(model, state, "tokenizer", detail)
+        if shape is not None:
+            state.production.add(shape)
         if point is not None:
             windows = state.windows.get(key := f"{endpoint} {setting}")
             if windows is None:
@@ -148,8 +160,7 @@ class ModelFingerprint:
         for model in sorted(self._dirty):
             state = self.models[model]
             summary = self.shown[model] = state.summary()
-            tokenizer, statistical = _statistics(summary)
-            self._gauges(model, changed=state.changed, statistic=tokenizer, statistical=statistical)
+            self._gauges(model, changed=state.changed, **_statistics(summary))
             rows.append((model, orjson.dumps(summary).decode(), state.dump().decode()))
         dropped = sorted(self._dropped)
         self._dirty, self._dropped = set(), set()
@@ -170,8 +181,7 @@ class ModelFingerprint:
             self._gauges(model, changed=(), statistic=0.0)
         for model, summary in shown.items():
             if summary != self.shown.get(model):
-                tokenizer, statistical = _statistics(summary)
-                self._gauges(model, changed=summary["changed"], statistic=tokenizer, statistical=statistical)
+                self._gauges(model, changed=summary["changed"], **_statistics(summary))
         self.shown = shown
 
     def state(self) -> dict[str, Any]:
@@ -189,17 +199,21 @@ class ModelFingerprint:
         for observe in self.observers:
             observe(t)
 
-    def _gauges(self, model: str, *, changed: Any, statistic: float, statistical: float = 0.0) -> None:
+    def _gauges(
+        self, model: str, *, changed: Any, statistic: float, statistical: float = 0.0, production: float = 0.0
+    ) -> None:
         for tier in TIERS:
             self.metrics.model_changed.labels(model, tier).set(1 if tier in changed else 0)
         self.metrics.fingerprint_statistic.labels(model, "tokenizer").set(statistic)
         self.metrics.fingerprint_statistic.labels(model, "identity").set(1 if "identity" in changed else 0)
         self.metrics.fingerprint_statistic.labels(model, "statistical").set(statistical)
+        self.metrics.fingerprint_statistic.labels(model, "production").set(production)
 
 
-def _statistics(summary: dict[str, Any]) -> tuple[float, float]:
-    """The tokenizer and statistical tiers' statistics, each the largest over its counts or windows."""
-    return (
-        max((f["statistic"] for f in summary["tokenizer"].values()), default=0.0),
-        max((w["statistic"] for w in summary.get("statistical", {}).values()), default=0.0),
-    )
+def _statistics(summary: dict[str, Any]) -> dict[str, float]:
+    """The tiers' statistics for the gauges, each the largest over its counts or windows."""
+    return {
+        "statistic": max((f["statistic"] for f in summary["tokenizer"].values()), default=0.0),
+        "statistical": max((w["statistic"] for w in summary.get("statistical", {}).values()), default=0.0),
+        "production": float(summary.get("production", {}).get("statistic", 0.0)),
+    }

@@ -28,7 +28,8 @@ from proxy.state.records import Publication, Quarantine
 
 HARMFUL = "h"  # [HARMFUL, model, verdict label]
 ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
-# [FINGERPRINT, model, endpoint, prompt x, prompt tokens, answer x, completion tokens, model, fp, sketch, sampling]
+# [FINGERPRINT, model, endpoint, prompt x, prompt tokens, answer x, completion tokens, model, fp, sketch,
+#  sampling, production shape] (proxy.fingerprint.features)
 FINGERPRINT = "f"
 REBASELINE = "b"  # [REBASELINE, model]: an operator accepts the model now served (proxy.fingerprint)
 _ORDERED = (HARMFUL, FINGERPRINT, REBASELINE)  # events the leader takes one by one, in order

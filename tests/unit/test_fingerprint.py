@@ -21,6 +21,7 @@ from proxy.fingerprint import (
     request_features,
     text_features,
 )
+from proxy.fingerprint.production import ProductionWindows, shape_of
 from proxy.fingerprint.twosample import AnswerWindows, sketch
 from proxy.metrics import Metrics
 from proxy.settings import FingerprintSettings
@@ -198,3 +199,25 @@ def test_the_statistical_tier_is_quiet_in_control_and_sees_answers_from_another_
     alarms = [windows.add(p) for p in canary_answers(rng, 100, style=lambda text: text[:200])]
     assert True in alarms and windows.p_value < windows.alpha, windows.p_value
     print(f"terser answers flagged after {alarms.index(True) + 1}")
+
+
+def test_the_production_tier_sees_a_changed_shape_and_stays_low_in_control() -> None:
+    """Real traffic's answers, their lengths and speed: the same model stays under its threshold; a
+    model twice as fast that stops at its token cap a third of the time is far over it."""
+    rng = random.Random(9)
+
+    def shape(fast: bool) -> list[object]:
+        text = CORPUS.reply(rng.choice(PROMPTS), "safe")
+        capped = fast and rng.random() < 0.33
+        tokens = len(text.split())
+        return shape_of(
+            text[:300] if capped else text, "length" if capped else "stop", tokens, tokens / (80 if fast else 40), None
+        )
+
+    tier = ProductionWindows()
+    for _ in range(tier.size + 400):
+        tier.add(shape(False))
+    assert tier.p_values and tier.statistic < 1.0, tier.p_values
+    for _ in range(tier.size):
+        tier.add(shape(True))
+    assert tier.statistic > 1.0 and min(tier.p_values, key=tier.p_values.get) in ("tokens_per_second", "finish_reason")
