@@ -2,7 +2,7 @@
 from its PyPI package) as the baseline, then variants of it behind the same name; how many canary
 answers each tier of :mod:`proxy.fingerprint` needs to flag each, at its stated false-alarm rate.
 
-    python bench/power.py [--answers 150] [--baseline 50]
+    python bench/power.py [--answers 125] [--baseline 50]
 
 Variants (each GGUF written here with ``gguf``; the server reports one model name for all of them, as
 a host hiding a swap would):
@@ -14,6 +14,8 @@ a host hiding a swap would):
   ``/embedding``, mean-pooled) between 32 harmful and 32 benign prompts, projected out of the token
   embeddings and every block's attention and MLP output projections (as abliteration tools edit the
   residual writers), written as Q8_0;
+- *steered*: that direction subtracted from every token embedding, scaled to their mean length
+  (inference-time steering, baked into the weights), written as Q8_0;
 - *another chat template*: the same file served with llama.cpp's ``gemma`` template instead of the
   default it falls back to (the GGUF carries none: ``chatml``).
 
@@ -44,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.detector import _cpu  # noqa: E402
 from bench.report import save  # noqa: E402
+from detectors.registry import load_detector  # noqa: E402
 from proxy.canary.suites import load_suites  # noqa: E402
 from proxy.canary.transition import Transition  # noqa: E402
 from proxy.fingerprint import TIERS, ModelFingerprint, observation  # noqa: E402
@@ -118,6 +121,18 @@ def ablate(r: np.ndarray) -> Callable[[str, np.ndarray], np.ndarray]:
     return edit
 
 
+def steer(r: np.ndarray, strength: float = 1.0) -> Callable[[str, np.ndarray], np.ndarray]:
+    """The direction subtracted from every token's embedding, ``strength`` times their mean length:
+    steering applied to the weights (activation addition at the input)."""
+
+    def edit(name: str, w: np.ndarray) -> np.ndarray:
+        if name != "token_embd.weight":
+            return w
+        return w - strength * float(np.linalg.norm(w, axis=1).mean()) * r[None, :]
+
+    return edit
+
+
 def ask(url: str, prompt: str) -> bytes:
     body = {"model": NAME, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7, "max_tokens": 48}
     r = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
@@ -132,24 +147,32 @@ def answers(url: str, prompts: list[str]) -> Iterator[tuple[dict[str, Any], byte
             yield {"model": NAME, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7}, body
 
 
-def feed(watch: ModelFingerprint, url: str, prompts: list[str], flagged: dict[str, int]) -> int:
+def feed(watch: ModelFingerprint, url: str, prompts: list[str], flagged: dict[str, int]) -> list[str]:
     """Observe each answer as the leader would; ``flagged``: tier -> the answer that flagged it."""
-    n = 0
+    texts = []
     seen: list[Transition] = []
     watch.observers = (seen.append,)
     for request, body in answers(url, prompts):
-        n += 1
+        texts.append(orjson.loads(body)["choices"][0]["message"]["content"] or "")
         ex = exchange(traffic="canary", model=NAME, model_label=NAME, request=request, response=body)
         watch.observe(observation(ex))
         for t in seen:
-            flagged.setdefault(t.suite, n)
+            flagged.setdefault(t.suite, len(texts))
         seen.clear()
-    return n
+    return texts
+
+
+def refused(texts: list[str], prompts: list[str], harmful: set[str]) -> float:
+    """The share of answers to harmful prompts the proxy's refusal detector calls refusals."""
+    detector = load_detector("delex-lr")
+    pairs = [(t, p) for t, p in zip(texts, prompts, strict=True) if p in harmful]
+    verdicts = detector.classify_batch([t for t, _ in pairs], [p for _, p in pairs])
+    return round(sum(v.refused for v in verdicts) / max(len(verdicts), 1), 3)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--answers", type=int, default=150, help="answers of each variant")
+    p.add_argument("--answers", type=int, default=125, help="answers of each variant")
     p.add_argument("--baseline", type=int, default=50, help="answers of the base model for the baseline")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -171,6 +194,7 @@ def main() -> None:
         ("requantized to Q8_0", rewrite(base, CACHE / "q8_0.gguf", None, q.Q8_0), []),
         ("requantized to Q4_0", rewrite(base, CACHE / "q4_0.gguf", None, q.Q4_0), []),
         ("refusal direction ablated (Q8_0)", rewrite(base, CACHE / "ablated.gguf", ablate(direction), q.Q8_0), []),
+        ("steered against that direction (Q8_0)", rewrite(base, CACHE / "steered.gguf", steer(direction), q.Q8_0), []),
         ("another chat template (gemma)", base, ["--chat-template", "gemma"]),
     ]
     need = args.baseline + args.answers * len(variants)
@@ -179,21 +203,32 @@ def main() -> None:
     watch = ModelFingerprint(Metrics(CollectorRegistry()), window=args.baseline)
     began = time.monotonic()
     with start(model=base, options=["--alias", NAME]) as url:
-        feed(watch, url, pool[: args.baseline], {})
+        texts = feed(watch, url, pool[: args.baseline], {})
+    harmful_set = set(harmful)
+    base_refused = refused(texts, pool[: args.baseline], harmful_set)
     rows, _ = watch.changed()
     learnt = {m: state for m, _, state in rows}
     summary = orjson.loads(rows[0][1])
-    results: dict[str, Any] = {"cpu": _cpu(), "baseline": args.baseline, "answers": args.answers, "rows": []}
+    results: dict[str, Any] = {
+        "cpu": _cpu(), "baseline": args.baseline, "answers": args.answers, "baseline_refused": base_refused, "rows": []
+    }  # fmt: skip
     used = args.baseline
     for label, path, options in variants:
         fresh = ModelFingerprint(Metrics(CollectorRegistry()), window=args.baseline)
         fresh.load(learnt)
         flagged: dict[str, int] = {}
         started = time.monotonic()
+        prompts = pool[used : used + args.answers]
         with start(model=path, options=["--alias", NAME, *options]) as url:
-            n = feed(fresh, url, pool[used : used + args.answers], flagged)
+            texts = feed(fresh, url, prompts, flagged)
         used += args.answers
-        row = {"variant": label, "answers": n, "flagged": flagged, "seconds": round(time.monotonic() - started, 1)}
+        row = {
+            "variant": label,
+            "answers": len(texts),
+            "refused": refused(texts, prompts, harmful_set),
+            "flagged": flagged,
+            "seconds": round(time.monotonic() - started, 1),
+        }
         results["rows"].append(row)
         print(row, flush=True)
     results["baseline_learning"] = summary["learning"]
@@ -209,12 +244,14 @@ def table(results: dict[str, Any]) -> str:
         "CUSUM (4 marks in a row for prompts, 6 for completions); statistical: alpha 0.001 per test, "
         "one test per 25 answers (one in about 25,000 answers); identity: a new reported value held 3 answers.",
         "",
-        "| variant | " + " | ".join(TIERS) + " |",
-        "|---|" + "---|" * len(TIERS),
+        f"Harmful canaries refused (the proxy's detector): {results['baseline_refused']:.0%} in the baseline.",
+        "",
+        "| variant | harmful refused | " + " | ".join(TIERS) + " |",
+        "|---|---|" + "---|" * len(TIERS),
     ]
     for row in results["rows"]:
         cells = [str(row["flagged"].get(t, "-")) for t in TIERS]
-        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['variant']} | {row['refused']:.0%} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -187,7 +187,7 @@ class Metrics:
         self.state_store_errors = Counter(
             "refusal_guard_state_store_errors_total",
             "Failed calls to the shared state store, by step (publish, lease, lead, read; dropped: outcomes "
-            "lost from a full outbox).",
+            "lost from a full outbox; malformed: published events the leader could not read).",
             ["op"],
             registry=registry,
         )

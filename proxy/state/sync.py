@@ -101,7 +101,7 @@ class StateSync:
         self._outage = False
         self._stopping = False
         metrics.canary_leader.set(0)
-        for op in ("publish", "lease", "lead", "read", "dropped"):
+        for op in ("publish", "lease", "lead", "read", "dropped", "malformed"):
             metrics.state_store_errors.labels(op)
 
     @property
@@ -193,16 +193,16 @@ class StateSync:
 
     async def _lead(self) -> None:
         batches = await self._call(lambda s: s.take_events())
+        malformed = 0
         for _, events in batches:
             for ev in events:
-                if ev[0] == HARMFUL:
-                    self.harm.observe(ev[1], ev[2])
-                elif ev[0] == ANSWERS:
-                    self.shift.add(ev[1], ev[3], ev[4], at=ev[2])
-                elif ev[0] == FINGERPRINT:
-                    self.fingerprint.observe(ev)
-                elif ev[0] == REBASELINE:
-                    self.fingerprint.rebaseline(ev[1])
+                try:
+                    self._consume(ev)
+                except Exception:  # one unreadable event (another version's, say) must not stop the watch
+                    malformed += 1
+        if malformed:
+            self.metrics.state_store_errors.labels("malformed").inc(malformed)
+            logger.warning("state_events_malformed", count=malformed)
         fingerprints, dropped = self.fingerprint.changed()
         write = LeaderWrite(
             self.drift.changed(), self.harm.changed(), self.shift.changed(), self.shift.horizon, [i for i, _ in batches],
@@ -219,6 +219,16 @@ class StateSync:
         if not fenced_in:
             self.outbox.put_back(pub)  # a quarantine may be written by anyone: it goes with the next batch
             await self._demote("fenced off: another replica holds the lease")
+
+    def _consume(self, ev: list[Any]) -> None:
+        if ev[0] == HARMFUL:
+            self.harm.observe(ev[1], ev[2])
+        elif ev[0] == ANSWERS:
+            self.shift.add(ev[1], ev[3], ev[4], at=ev[2])
+        elif ev[0] == FINGERPRINT:
+            self.fingerprint.observe(ev)
+        elif ev[0] == REBASELINE:
+            self.fingerprint.rebaseline(ev[1])
 
     def _apply(self, snap: Snapshot) -> None:
         self.leader = snap.leader

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from proxy.testing import audit_records, run_server, wait_until
@@ -22,6 +23,10 @@ from tests.pg import PostgresServer
 
 PROMPTS = load_corpus().benign_prompts()
 MODEL = "sim-model"
+
+
+def proxy_client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 
 
 def fingerprint(r: Replica) -> dict[str, Any]:
@@ -103,3 +108,24 @@ def test_the_fleet_fits_one_fingerprint_flags_a_swap_once_and_keeps_it_across_re
             assert follower.metric("refusal_guard_model_changed", model=MODEL, tier="tokenizer") == 0
     finally:
         pg.destroy()
+
+
+def test_an_event_the_leader_cannot_read_is_counted_and_the_rest_consumed(start_proxy: Any) -> None:
+    """A published event of another shape (a replica of another version, say) is counted as
+    malformed; the leader goes on consuming the batch and the next ones."""
+    with run_server(create_sim_app("safe", models=(MODEL,))) as sim:
+        proxy = start_proxy(
+            {
+                "upstreams": [{"name": "sim", "base_url": sim.url + "/v1", "models": [MODEL]}],
+                "canary": {"enabled": False},
+                "state": {"sync_seconds": 0.2},
+                "fingerprint": {"production_per_second": 1000},
+            }
+        )
+        outbox = proxy.app.state.sync.outbox
+        outbox.fingerprint(["f", MODEL])  # too short to read
+        client = proxy_client(proxy.url)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPTS[0]}])
+        malformed = "refusal_guard_state_store_errors_total"
+        assert proxy.wait_for(lambda: proxy.metric(malformed, op="malformed") == 1, timeout=5)
+        assert proxy.wait_for(lambda: MODEL in proxy.app.state.fingerprint.state(), timeout=5)  # the answer after it
