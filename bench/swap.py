@@ -6,7 +6,7 @@ long and how many answers until the fingerprint flags it (:mod:`proxy.fingerprin
 The reference upstream (safe answers) behind a proxy with the default canary settings (2 canaries
 per suite and model per 60 s on average) and production requests from the openai SDK at ``--rate``
 per second, not streamed (canaries copy that shape, so their answers carry usage too: a streamed
-canary is cut short and counts nothing). Once the tokenizer tier's baseline is learnt, the upstream's
+canary without `include_usage` counts nothing). Once the tokenizer tier's baseline is learnt, the upstream's
 tokenizer is swapped (the same answers, so the same refusal rates: ``/sim/mode {"tokenizer":
 "bytes"}``) and the time and the canary answers until ``refusal_guard_model_changed{tier="tokenizer"}``
 are measured, with the baseline's own length. Writes ``bench/results/swap.{json,md}``.

@@ -184,15 +184,40 @@ def canary_body(
 
 
 def style_of(raw: bytes) -> tuple[tuple[str, str], bool]:
-    """How a client serialised its JSON: separators, and whether non-ASCII was escaped.
+    """How a client serialised its JSON: its item and key separators, and whether non-ASCII was
+    escaped, read from the JSON's structure (what is inside strings, a prompt's ", " say, is not
+    the client's style).
 
     >>> style_of(b'{"a": 1, "b": "x"}'), style_of('{"a":"é"}'.encode())
     (((', ', ': '), True), ((',', ':'), False))
+    >>> style_of(b'{"messages":[{"content":"red, green: blue \\\\": x"}]}')
+    ((',', ':'), False)
     """
-    spaced = b'": ' in raw or b", " in raw[:4096]
+    item, key, escaped = _separators(raw[:4096])
+    separators = (", " if item else ",", ": " if key else ":")
     # escapes say so; without any, Python's json.dumps pairs spaces with escaping, compact clients do not
-    ascii_only = False if any(b > 0x7F for b in raw) else (b"\\u" in raw or spaced)
-    return ((", ", ": ") if spaced else (",", ":")), ascii_only
+    ascii_only = False if any(b > 0x7F for b in raw) else (escaped or item or key)
+    return separators, ascii_only
+
+
+def _separators(raw: bytes) -> tuple[bool, bool, bool]:
+    """Outside strings: a space after a comma, after a colon; inside them: a ``\\u`` escape."""
+    item = key = escaped = in_string = False
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if in_string:
+            if c == 0x5C:  # backslash: the next byte is escaped
+                escaped = escaped or raw[i + 1 : i + 2] == b"u"
+                i += 2
+                continue
+            in_string = c != 0x22
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x2C, 0x3A) and raw[i + 1 : i + 2] == b" ":
+            item, key = item or c == 0x2C, key or c == 0x3A
+        i += 1
+    return item, key, escaped
 
 
 def serialise(body: dict[str, Any], style: tuple[tuple[str, str], bool]) -> bytes:

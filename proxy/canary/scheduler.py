@@ -24,7 +24,6 @@ from proxy.canary.variants import Variants
 from proxy.catalog import ModelCatalog
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange
-from proxy.extract import answers_from_stream
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
@@ -33,24 +32,17 @@ from proxy.settings import CanarySettings
 from proxy.upstream import UpstreamResponse
 
 _MAX_ANSWER_BYTES = 1024 * 1024
-ENOUGH_TEXT = 600  # characters of answer the detector needs (it reads an answer's opening)
-
-
-async def _enough_of(up: UpstreamResponse, endpoint: str) -> bytes:
-    """A streamed answer up to the first ``ENOUGH_TEXT`` characters of every choice's text, then stop:
-    a canary costs what the detector reads, not what ``max_tokens`` allows."""
+async def _read_stream(up: UpstreamResponse) -> tuple[bytes, bool]:
+    """A streamed answer read to its end, as a client reads it (a canary hanging up early was a tell:
+    no production stream does); past ``_MAX_ANSWER_BYTES`` it stops, and says it was cut."""
     kept: list[bytes] = []
     size = 0
     async for chunk in up.chunks:
         kept.append(chunk)
         size += len(chunk)
         if size >= _MAX_ANSWER_BYTES:
-            break
-        if size > ENOUGH_TEXT and chunk.rstrip().endswith(b"}"):  # at an event boundary: is it enough?
-            answers = answers_from_stream(endpoint, b"".join(kept))
-            if answers and all(len(a.text) >= ENOUGH_TEXT for a in answers):
-                break
-    return b"".join(kept)
+            return b"".join(kept), True
+    return b"".join(kept), False
 
 
 class CanaryScheduler:
@@ -164,9 +156,9 @@ class CanaryScheduler:
                 up = await route.upstream.send("POST", req.path, serialise(body, req.style), req.headers)
                 try:
                     streamed = req.stream and up.content_type.startswith("text/event-stream")
-                    content = await (_enough_of(up, req.endpoint) if streamed else up.read(_MAX_ANSWER_BYTES))
+                    content, cut = await _read_stream(up) if streamed else (await up.read(_MAX_ANSWER_BYTES), False)
                 finally:
-                    await up.aclose()  # mid-stream, this closes the connection: the upstream stops generating
+                    await up.aclose()
             except ProxyError as exc:
                 self.metrics.canary_errors.labels(model, suite.name).inc()
                 logger.warning("canary_failed", model=model, suite=suite.name, error=str(exc))
@@ -192,6 +184,7 @@ class CanaryScheduler:
                     upstream_wait=time.perf_counter() - t0,
                     request=body,
                     response=content,
+                    response_truncated=cut,
                     canary={"suite": suite.name, "prompt_id": item.id, "expected": suite.expected},
                 )
             )
