@@ -32,6 +32,8 @@ from proxy.settings import CanarySettings
 from proxy.upstream import UpstreamResponse
 
 _MAX_ANSWER_BYTES = 1024 * 1024
+
+
 async def _read_stream(up: UpstreamResponse) -> tuple[bytes, bool]:
     """A streamed answer read to its end, as a client reads it (a canary hanging up early was a tell:
     no production stream does); past ``_MAX_ANSWER_BYTES`` it stops, and says it was cut."""
