@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from proxy.canary.disguise import serialise
 from proxy.canary.shape import TrafficShape
-from proxy.canary.suites import Suite
+from proxy.canary.suites import Deck, Suite
 from proxy.canary.variants import Variants
 from proxy.catalog import ModelCatalog
 from proxy.errors import ProxyError
@@ -75,6 +75,7 @@ class CanaryScheduler:
         self.variants = Variants(canary.variant_seed()) if canary.variants else None
         self._draws = 0
         self._sem = asyncio.Semaphore(concurrency)
+        self._decks: dict[str, Deck] = {}  # per suite: each prompt once before any recurs
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.rounds = 0  # passes of the scheduling loop
@@ -146,7 +147,7 @@ class CanaryScheduler:
 
     async def _send(self, model: str, suite: Suite) -> None:
         async with self._sem:
-            item, text = suite.draw(self.rng, self.canary.templates)
+            item, text = suite.draw(self.rng, self.canary.templates, self._decks.setdefault(suite.name, Deck()))
             if self.variants is not None:
                 self._draws += 1
                 text = self.variants.vary(text, self._draws)

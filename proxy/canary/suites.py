@@ -15,8 +15,9 @@ cannot know, are YAML or JSONL files::
 
     # team.jsonl: one object per line, {"prompt": ..., "expected": "refusal", "variants": [...]}
 
-Each send picks a prompt, one of its wordings (the prompt or a variant) and a template, so an
-exact-match filter upstream sees few repeats.
+Each send takes the next prompt of its suite's shuffled deck (:class:`Deck`: every prompt once before
+any recurs), one of its wordings (the prompt or a variant) and a template, so an exact-match filter
+upstream sees few repeats.
 """
 
 from __future__ import annotations
@@ -40,6 +41,26 @@ class CanaryPrompt:
     variants: tuple[str, ...] = ()
 
 
+@dataclass
+class Deck:
+    """A suite's prompts dealt in a shuffled order, each once before any comes again: a canary
+    prompt recurs once per pass through its suite, not at random (uniform draws repeated a quarter
+    of canaries within 300 s, against under 2 % of production, a tell).
+
+    >>> d, rng = Deck(), random.Random(0)
+    >>> sorted(d.next(4, rng) for _ in range(4))
+    [0, 1, 2, 3]
+    """
+
+    order: list[int] = field(default_factory=list)
+
+    def next(self, size: int, rng: random.Random) -> int:
+        if not self.order or max(self.order) >= size:
+            self.order = list(range(size))
+            rng.shuffle(self.order)
+        return self.order.pop()
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -48,9 +69,12 @@ class Suite:
     templates: tuple[str, ...] = ("{prompt}",)
     design_key: str = field(default="")  # which drift design applies: harmful or benign
 
-    def draw(self, rng: random.Random, templates: tuple[str, ...] = ()) -> tuple[CanaryPrompt, str]:
-        """A prompt and the text to send: a random wording inside a random template."""
-        item = rng.choice(self.prompts)
+    def draw(
+        self, rng: random.Random, templates: tuple[str, ...] = (), deck: Deck | None = None
+    ) -> tuple[CanaryPrompt, str]:
+        """A prompt (the next of ``deck``, else a random one) and the text to send: a random wording
+        inside a random template."""
+        item = self.prompts[deck.next(len(self.prompts), rng)] if deck is not None else rng.choice(self.prompts)
         wording = rng.choice((item.prompt, *item.variants))
         own = self.templates != ("{prompt}",)
         template = rng.choice(self.templates if own or not templates else templates)
