@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import string
+from collections.abc import Sequence
 from typing import Any
 
 # what the openai Python SDK sends (captured from openai 3.57.0), for a model with no traffic yet
@@ -129,11 +130,17 @@ def _content(like: Any, text: str) -> Any:
     return text
 
 
-def canary_messages(production: list[Any], text: str, rng: random.Random, system: Any) -> list[Any]:
-    """Production's conversation shape with generic earlier turns and ``text`` as the last user turn."""
+def canary_messages(
+    production: list[Any], text: str, rng: random.Random, system: Any, own: Sequence[tuple[str, str]] = ()
+) -> list[Any]:
+    """Production's conversation shape with earlier turns and ``text`` as the last user turn. The
+    earlier turns are real exchanges with this model (``own``: benign canaries and the answers it
+    gave them) when there are any, so an assistant turn is the model's own words, as in a real app;
+    else generic ones (:data:`HISTORY`)."""
     turns = [m for m in production if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
     last_user = next((m for m in reversed(turns) if m.get("role") == "user"), {"role": "user", "content": ""})
-    history = rng.sample(HISTORY, k=min(len(HISTORY), len(turns) // 2 + 1))
+    pool = list(own) or list(HISTORY)
+    history = rng.sample(pool, k=min(len(pool), len(turns) // 2 + 1))
     out: list[Any] = []
     for m in production:
         if not isinstance(m, dict):
@@ -157,6 +164,7 @@ def canary_body(
     system: str | None,
     *,
     anthropic: bool = False,
+    own: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Production's body, key for key and in order, with the canary's conversation and fresh ids.
 
@@ -173,7 +181,7 @@ def canary_body(
         if k == "model":
             body[k] = model
         elif k == "messages":
-            body[k] = canary_messages(v if isinstance(v, list) else [], text, rng, turn_system)
+            body[k] = canary_messages(v if isinstance(v, list) else [], text, rng, turn_system, own)
         elif k == "system" and anthropic and system is not None:
             body[k] = _content(v, system)
         elif k in _ID_BODY_KEYS:

@@ -1,17 +1,20 @@
 """What canaries copy: each model's most recent production conversation request, in the API it came in
-(OpenAI's chat completions or Anthropic's Messages; see :mod:`proxy.canary.disguise`)."""
+(OpenAI's chat completions or Anthropic's Messages; see :mod:`proxy.canary.disguise`), and the
+model's own recent answers to benign canaries, which become the earlier turns of later canaries."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.canary.disguise import canary_body, canary_headers, style_of
 from proxy.exchange import Exchange
+from proxy.extract import answers_from_body, answers_from_stream
 from proxy.settings import CanarySettings, is_glob
 
 
@@ -48,11 +51,15 @@ class TrafficShape:
         self.clock = clock
         self._templates: dict[str, WireRequest] = {}
         self._at: dict[str, float] = {}  # when each template's request arrived
+        self._own: dict[str, deque[tuple[str, str]]] = {}  # per model: (benign canary, the model's answer)
         self._fresh: dict[str, WireRequest] = {}  # seen here since the state sync last took them
         self.seen: list[str] = []  # models with production traffic, in order of first sight
         self.arrived = asyncio.Event()  # a model was seen for the first time (the scheduler checks it at once)
 
     def __call__(self, ex: Exchange) -> None:
+        if ex.traffic == "canary":
+            self._remember(ex)
+            return
         if ex.traffic != "production" or ex.endpoint not in _CONVERSATIONS or not ex.request or ex.status >= 400:
             return
         label = ex.model_label
@@ -61,6 +68,21 @@ class TrafficShape:
         req = WireRequest(ex.endpoint, list(ex.headers), ex.request, style_of(ex.request_body))
         self._fresh[label] = req
         self._keep(label, req, self.clock())
+
+    def _remember(self, ex: Exchange) -> None:
+        """A benign canary the model answered: a real exchange with it, for later canaries' earlier turns."""
+        if (ex.canary or {}).get("expected") != "compliance" or ex.status >= 400 or ex.response_truncated:
+            return
+        if not ex.verdicts or ex.verdicts[0].refused or ex.endpoint not in _CONVERSATIONS:
+            return
+        try:
+            answers = (answers_from_stream if ex.stream else answers_from_body)(ex.endpoint, ex.response)
+        except ValueError:
+            return
+        users = [m for m in (ex.request or {}).get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+        asked = users[-1].get("content") if users else None
+        if len(answers) == 1 and answers[0].text and isinstance(asked, str):
+            self._own.setdefault(ex.model_label, deque(maxlen=32)).append((asked, answers[0].text))
 
     def _keep(self, label: str, req: WireRequest, at: float) -> None:
         if label not in self.seen:
@@ -94,5 +116,6 @@ class TrafficShape:
             body = canary_body(None, model, text, rng, canary.system_prompt)
             body["stream"] = True
             return WireRequest("chat", canary_headers(None, rng), body, SDK_STYLE)
-        body = canary_body(t.body, model, text, rng, canary.system_prompt, anthropic=t.endpoint == "messages")
+        own = self._own.get(model, ())
+        body = canary_body(t.body, model, text, rng, canary.system_prompt, anthropic=t.endpoint == "messages", own=own)
         return WireRequest(t.endpoint, canary_headers(t.headers, rng), body, t.style)

@@ -240,3 +240,39 @@ def test_each_canary_prompt_is_sent_once_before_any_recurs(start_proxy: Any, tmp
         assert p.wait_for(lambda: len(sent()) >= 12, timeout=30)
     ids = sent()[:12]
     assert sorted(ids[:6]) == sorted(set(ids[:6])) and sorted(ids[6:]) == sorted(ids[:6]), ids
+
+
+def test_a_canarys_earlier_turns_are_real_exchanges_with_the_model(start_proxy: Any, tmp_path: Path) -> None:
+    """Production sends conversations with earlier turns: a canary's earlier assistant turns are the
+    model's own answers to earlier benign canaries (real apps send the model's answers back), not a
+    fixed list the upstream could match (issue #20's *turns* tell)."""
+    from proxy.canary.disguise import HISTORY
+
+    audit = f"sqlite:///{tmp_path}/audit.db"
+    with run_server(create_sim_app("safe")) as sim:
+        p = start_proxy(
+            {
+                "upstreams": [{"name": "sim", "base_url": sim.url + "/v1", "models": ["sim-model"]}],
+                "canary": {"enabled": True, "interval_seconds": 0.1, "per_round": 1},
+                "audit": {"enabled": True, "url": audit, "flush_seconds": 0.05},
+            }
+        )
+        turns = [
+            {"role": "user", "content": "What is a good name for a cat?"},
+            {"role": "assistant", "content": "Whiskers is a classic."},
+            {"role": "user", "content": "And for a dog?"},
+        ]
+        r = httpx.post(p.url + "/v1/chat/completions", json={"model": "sim-model", "messages": turns}, timeout=10)
+        assert r.status_code == 200
+
+        def later() -> list[dict[str, Any]]:
+            records = sorted(audit_records(audit, "canary"), key=lambda r: r["ts_start"])
+            return [r for r in records if len(r["request"]["messages"]) == 3]
+
+        assert p.wait_for(lambda: len(later()) >= 10, timeout=30)
+    records = sorted(audit_records(audit, "canary"), key=lambda r: r["ts_start"])
+    choices = [r["response"]["choices"][0] for r in records if r["canary"]["suite"] == "benign"]
+    given = {c["message"]["content"] if "message" in c else c["text"] for c in choices}  # answered, or streamed
+    earlier = [r["request"]["messages"][1]["content"] for r in later()[-5:]]  # once a few benign were answered
+    assert all(a in given for a in earlier), earlier
+    assert not {a for a in earlier} & {answer for _, answer in HISTORY}
