@@ -77,9 +77,9 @@ def one(seed: int, rate: float) -> dict[str, Any]:
         try:
             t0 = time.monotonic()
 
-            def learnt() -> bool:
+            def learnt() -> bool:  # the tokenizer tier's counts (the statistical tier's canary window is slower)
                 state = app.state.fingerprint.state().get("sim-model")
-                return bool(state and state["tokenizer"] and not state["learning"])
+                return bool(state and state["tokenizer"] and all(f["baseline"] for f in state["tokenizer"].values()))
 
             assert wait_until(learnt, 3600, 1.0)
             baseline_s, baseline_n = time.monotonic() - t0, answered(registry)

@@ -148,7 +148,7 @@ class CanarySettings(_Frozen):
     # per process). `variants: false` sends the suites' prompts as they are.
     variants: bool = True
     variant_seed_env: str = "REFUSAL_GUARD_CANARY_SEED"
-    system_prompt: str | None = None  # default: the system prompt of the model's recent real traffic
+    system_prompt: str | None = None  # default: production's own; one production never sends is a tell
     harmful: DriftDesign = DriftDesign()
     benign: DriftDesign = DriftDesign()
     production_harmful: HarmfulWatchSettings = HarmfulWatchSettings()

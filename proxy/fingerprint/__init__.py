@@ -17,11 +17,15 @@ canaries alike), per model:
   74 % of answers marked); a template change shows on every prompt.
 - **identity**: the response's ``model`` and ``system_fingerprint``: once a value was seen three
   answers in a row, another value three answers in a row is a change, with before and after.
+- **statistical**: the canaries' answers themselves, a two-sample test between the first window and
+  each later one (:mod:`~proxy.fingerprint.twosample`): what a host cannot forge as it can ``usage``
+  and the reported identity.
+- **production** (corroborating, never a change on its own): the shape of real traffic's answers,
+  window against baseline (:mod:`~proxy.fingerprint.production`).
 
 A change is a transition ``model_changed`` (to the notifier, the audit log and the traces, with its
 tier and what changed) and ``refusal_guard_model_changed{model,tier}`` is 1 until an operator pins a
-new baseline (``POST /admin/fingerprint/MODEL/baseline``). The statistical tier over the answers
-themselves is not here yet.
+new baseline (``POST /admin/fingerprint/MODEL/baseline``).
 
 One fingerprint for the fleet: each replica reads its answers (:mod:`~proxy.fingerprint.stage`,
 production sampled) into the outbox, the canary leader fits the union and decides each change once
@@ -30,6 +34,7 @@ statistics (``rg_fingerprint``), so it survives a restart and a change of leader
 
 - :mod:`~proxy.fingerprint.features`: what one exchange says (text features, counts, identities);
 - :mod:`~proxy.fingerprint.tiers`: the per-answer tests (:class:`TokenFit`, :class:`Identity`);
+- :mod:`~proxy.fingerprint.twosample`, :mod:`~proxy.fingerprint.production`: the window tests;
 - :mod:`~proxy.fingerprint.watch`: the leader's state per model, its transitions and the store's rows;
 - :mod:`~proxy.fingerprint.stage`: the pipeline stage on every replica.
 """

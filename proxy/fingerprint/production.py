@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 OPENINGS = 16  # opening words hashed into this many buckets
 FINISH = ("stop", "length", "tool_calls", "content_filter", "other")
@@ -59,6 +58,8 @@ class ProductionWindows:
             self.p_values = self._tests()
 
     def _tests(self) -> dict[str, float]:
+        from scipy import stats  # on the leader, at its first test: scipy.stats costs 60 MB and a second to import
+
         out: dict[str, float] = {}
         for i, name in ((0, "length"), (2, "tokens_per_second"), (3, "first_chunk")):
             a = [s[i] for s in self.baseline if s[i] is not None]
