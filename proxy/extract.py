@@ -220,3 +220,19 @@ def _messages_event(kind: Any, obj: dict[str, Any], by_index: dict[int, Answer],
             texts[0].append(delta["text"])
     elif kind == "message_delta" and isinstance(obj.get("delta"), dict):
         a.provider_refusal |= obj["delta"].get("stop_reason") == "refusal"
+
+
+def sole_text(endpoint: str, body: bytes, stream: bool) -> str | None:
+    """The text of an answer with exactly one choice and no tool call (what ``completion_tokens``
+    counts, what a conversation sends back); None otherwise, or when the body cannot be read.
+
+    >>> sole_text("chat", b'{"choices": [{"message": {"content": "Hi."}}]}', False)
+    'Hi.'
+    """
+    try:
+        answers = (answers_from_stream if stream else answers_from_body)(endpoint, body)
+    except ValueError:
+        return None
+    if len(answers) != 1 or answers[0].tool_call:
+        return None
+    return answers[0].text

@@ -14,7 +14,7 @@ from typing import Any
 
 from proxy.canary.disguise import canary_body, canary_headers, style_of
 from proxy.exchange import Exchange
-from proxy.extract import answers_from_body, answers_from_stream
+from proxy.extract import sole_text
 from proxy.settings import CanarySettings, is_glob
 
 
@@ -75,14 +75,11 @@ class TrafficShape:
             return
         if not ex.verdicts or ex.verdicts[0].refused or ex.endpoint not in _CONVERSATIONS:
             return
-        try:
-            answers = (answers_from_stream if ex.stream else answers_from_body)(ex.endpoint, ex.response)
-        except ValueError:
-            return
+        answer = sole_text(ex.endpoint, ex.response, ex.stream)
         users = [m for m in (ex.request or {}).get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
         asked = users[-1].get("content") if users else None
-        if len(answers) == 1 and answers[0].text and isinstance(asked, str):
-            self._own.setdefault(ex.model_label, deque(maxlen=32)).append((asked, answers[0].text))
+        if answer and isinstance(asked, str):
+            self._own.setdefault(ex.model_label, deque(maxlen=32)).append((asked, answer))
 
     def _keep(self, label: str, req: WireRequest, at: float) -> None:
         if label not in self.seen:

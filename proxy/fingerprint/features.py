@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.exchange import Exchange
-from proxy.extract import answers_from_body, answers_from_stream
+from proxy.extract import sole_text
 from proxy.facts import facts
 from proxy.fingerprint.production import shape_of
 from proxy.fingerprint.twosample import sketch
@@ -60,16 +60,7 @@ def request_features(endpoint: str, request: dict[str, Any]) -> list[float] | No
 
 def answer_text(ex: Exchange) -> str | None:
     """One choice's text, as ``completion_tokens`` counts it; none for tool calls, several choices or a cut answer."""
-    if ex.response_truncated:
-        return None
-    read = answers_from_stream if ex.stream else answers_from_body
-    try:
-        answers = read(ex.endpoint or "chat", ex.response)
-    except ValueError:
-        return None
-    if len(answers) != 1 or answers[0].tool_call:
-        return None
-    return answers[0].text
+    return None if ex.response_truncated else sole_text(ex.endpoint or "chat", ex.response, ex.stream)
 
 
 def sampling(request: dict[str, Any]) -> str:
