@@ -27,6 +27,7 @@ from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import load_suites
 from proxy.catalog import ModelCatalog
 from proxy.classify import Classifier
+from proxy.disposition import DispositionWatch
 from proxy.fingerprint import ModelFingerprint, ObserveFingerprint
 from proxy.harmful import HarmfulWatch
 from proxy.lifecycle import Lifecycle
@@ -101,7 +102,10 @@ def create_app(
     router = Router(catalog, drift=drift, canary=canary)
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
     fingerprint = ModelFingerprint(metrics, notifier, observers, clock)  # served model changed: the leader's
-    harm = HarmfulRequestClassifier.load() if canary.production_harmful.enabled else None
+    disposition = DispositionWatch(settings.disposition, drift, metrics, clock)  # the leader's, per model
+    harm = (
+        HarmfulRequestClassifier.load() if canary.production_harmful.enabled or settings.disposition.enabled else None
+    )
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
         classifier,
@@ -113,7 +117,7 @@ def create_app(
             *([Audit(audit)] if audit else []),
             *([Trace(tracing)] if tracing.enabled else []),
             shape,
-            PublishOutcomes(outbox, canary, settings.shift, metrics, clock),
+            PublishOutcomes(outbox, canary, settings.shift, settings.disposition, metrics, clock),
             CanaryFeedback(drift, suites, metrics),
         ],
         metrics,
@@ -138,13 +142,13 @@ def create_app(
     harm_watch = HarmfulWatch(canary, drift, metrics)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
         settings.state.url or "memory://", settings.state, replica=replica, drift=drift, harm=harm_watch, shift=shift,
-        fingerprint=fingerprint, shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics,
+        fingerprint=fingerprint, disposition=disposition, shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics,
         privacy=settings.audit.privacy,
     )  # fmt: skip
     readiness = ops.Readiness(ups, settings.readiness_cache_seconds)
     auth = ClientAuth(settings.client_keys)
     routers = [
-        ops.router(readiness, metrics, sync, pipeline, audit, settings.metrics_dir, fingerprint),
+        ops.router(readiness, metrics, sync, pipeline, audit, settings.metrics_dir, fingerprint, disposition),
         admin.router(settings, drift, sync, catalog, fingerprint),
         models.router(catalog, auth),
         openai.router(service, auth, settings.passthrough),
@@ -157,7 +161,7 @@ def create_app(
     parts = dict(
         service=service, pipeline=pipeline, metrics=metrics, settings=settings, drift=drift, scheduler=scheduler,
         sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress, tracing=tracing,
-        fingerprint=fingerprint,
+        fingerprint=fingerprint, disposition=disposition,
     )  # fmt: skip
     for name, part in parts.items():  # what tests and operators look at
         setattr(app.state, name, part)

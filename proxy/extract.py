@@ -55,6 +55,20 @@ def prompt_text(endpoint: str, request: dict[str, Any]) -> str | None:
     return None
 
 
+def system_text(endpoint: str, request: dict[str, Any]) -> str | None:
+    """The system prompt (chat's system and developer turns, the Messages API's ``system``, the
+    Responses API's ``instructions``), or None."""
+    if endpoint == "chat":
+        parts = [
+            _content_text(m.get("content"))
+            for m in request.get("messages") or []
+            if isinstance(m, dict) and m.get("role") in ("system", "developer")
+        ]
+        return "\n".join(parts) or None
+    value = request.get("system" if endpoint == "messages" else "instructions" if endpoint == "responses" else "")
+    return (value if isinstance(value, str) else _content_text(value)) or None
+
+
 def _chat_choice(choice: dict[str, Any], msg_key: str) -> Answer:
     msg = choice.get(msg_key) or {}
     a = Answer(text=_content_text(msg.get("content")))

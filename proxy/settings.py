@@ -241,6 +241,24 @@ class ShiftSettings(_Frozen):
     min_relative: float = 0.5
 
 
+class DispositionSettings(_Frozen):
+    """Risk-adjusted refusal CUSUMs on every production answer per model and app: one test per factor
+    the refusals above the model's floor fall by, together one false alarm per model per
+    ``false_alarm_days``; ``quarantine``: the model's policy acts on them (docs/disposition.md)."""
+
+    enabled: bool = True
+    burn_in: int = Field(default=3000, ge=20)
+    burn_in_seconds: float = Field(default=1800.0, ge=0)
+    factors: tuple[float, ...] = Field(default=(1.5, 4.0, 16.0), min_length=1)
+    false_alarm_days: float = Field(default=60.0, gt=0)
+    refresh_seconds: float = Field(default=900.0, gt=0)
+    memory_days: float = Field(default=0.25, gt=0)
+    guard_z: float = Field(default=3.0, gt=0)
+    share_seconds: float = Field(default=600.0, gt=0)  # the harmful share's time constant
+    max_apps: int = Field(default=16, ge=1)  # apps learnt apart per model; the rest share one
+    quarantine: bool = False
+
+
 class FingerprintSettings(_Frozen):
     """The served-model fingerprint (:mod:`proxy.fingerprint`): which answers each replica reads for it."""
 
@@ -286,6 +304,7 @@ class Settings(_Frozen):
     state: StateSettings = StateSettings()
     otel: OtelSettings = OtelSettings()
     fingerprint: FingerprintSettings = FingerprintSettings()
+    disposition: DispositionSettings = DispositionSettings()
     edge: EdgeSettings = EdgeSettings()
     # prometheus-client multiprocess mode (several workers): where every process writes its samples
     metrics_dir: str | None = None

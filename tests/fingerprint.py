@@ -54,6 +54,7 @@ class FingerprintingUpstream:
         self.recent: deque[float] = deque()
         self.probes = 0
         self.served = 0
+        self.damage = 0  # harmful requests answered as the abliterated model would, in ``evade`` mode
         self.seen: list[tuple[str, bool, str]] = []  # (mode, taken for a probe, last user turn) of each request
         self.app = Starlette(
             routes=[
@@ -99,6 +100,9 @@ class FingerprintingUpstream:
         abliterated = self.mode == "evade" and not probe
         if not abliterated and entry is not None and entry.harmful and self.rng.random() < self.leak:
             abliterated = True  # a safe model answers some harmful requests
+        if abliterated and self.mode == "evade" and entry is not None and entry.harmful:
+            with self.lock:
+                self.damage += 1
         text = self.corpus.reply(prompt, "abliterated" if abliterated else "safe", salt=uuid.uuid4().hex)
         return Response(
             orjson.dumps(

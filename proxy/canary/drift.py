@@ -60,6 +60,7 @@ class DriftMonitor:
         self.observers = tuple(observers)
         self.clock = clock
         self._cusums: dict[tuple[str, str], BernoulliCusum] = {}
+        self._elsewhere: set[tuple[str, str]] = set()  # statistics kept elsewhere now in alarm (signal)
         self._dirty: set[tuple[str, str]] = set()  # changed since the leader last wrote them
         self._quarantined: dict[str, Quarantine] = {}
 
@@ -88,19 +89,31 @@ class DriftMonitor:
         was = c.alarm
         now = c.update(is_failure(suite.expected, label))
         self._dirty.add((model, suite.name))
-        self.metrics.drift_state.labels(model, suite.name).set(1 if now else 0)
-        self.metrics.drift_statistic.labels(model, suite.name).set(c.statistic)
+        self.signal(model, suite.name, was=was, now=now, statistic=c.statistic)
+
+    def signal(
+        self, model: str, suite: str, *, was: bool, now: bool, statistic: float, may_quarantine: bool = True
+    ) -> None:
+        """A statistic of ``model`` moved (a canary suite's here, or one the leader keeps elsewhere:
+        :mod:`proxy.disposition`): its gauges, and on entering or leaving alarm the transition and, if
+        ``may_quarantine``, the model's policy (quarantine; released when it recovers and no statistic drifts)."""
+        self.metrics.drift_state.labels(model, suite).set(1 if now else 0)
+        self.metrics.drift_statistic.labels(model, suite).set(statistic)
+        if (model, suite) not in self._cusums:
+            (self._elsewhere.add if now else self._elsewhere.discard)((model, suite))
         if now and not was:
-            self._transition("drift", model, suite.name, statistic=round(c.statistic, 3))
-            if self.canary.policy(model).action == "quarantine":
-                self.quarantine(model, f"canary drift on {suite.name}")
+            self._transition("drift", model, suite, statistic=round(statistic, 3))
+            if may_quarantine and self.canary.policy(model).action == "quarantine":
+                self.quarantine(model, f"canary drift on {suite}")
         elif was and not now:
-            self._transition("recovered", model, suite.name, statistic=0.0)
+            self._transition("recovered", model, suite, statistic=0.0)
             if model in self._quarantined and self.canary.auto_release and not self.drifting(model):
                 self.release(model, by="canaries recovered")
 
     def drifting(self, model: str) -> list[str]:
-        return [s for (m, s), c in self._cusums.items() if m == model and c.alarm]
+        return [s for (m, s), c in self._cusums.items() if m == model and c.alarm] + [
+            s for m, s in sorted(self._elsewhere) if m == model
+        ]
 
     def quarantined(self, model: str) -> bool:
         return model in self._quarantined

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import JSONResponse, Response
 
 from proxy.audit.writer import AuditWriter
+from proxy.disposition import DispositionWatch
 from proxy.fingerprint import ModelFingerprint
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
@@ -43,6 +44,7 @@ def router(
     audit: AuditWriter | None,
     metrics_dir: str | None,
     fingerprint: ModelFingerprint,
+    disposition: DispositionWatch,
 ) -> APIRouter:
     api = APIRouter(tags=["operations"])
     exposed = metrics.registry
@@ -73,8 +75,8 @@ def router(
     add_get(api, "/metrics", scrape, summary="Prometheus metrics (every worker's, summed)")
 
     async def canary_state() -> Response:
-        return JSONResponse({**sync.state(), "fingerprint": fingerprint.state()})
+        return JSONResponse({**sync.state(), "fingerprint": fingerprint.state(), "disposition": disposition.state()})
 
-    add_get(api, "/canary/state", canary_state, summary="Each model's canary, drift and fingerprint state")
+    add_get(api, "/canary/state", canary_state, summary="Each model's canary, drift, fingerprint and disposition state")
 
     return api

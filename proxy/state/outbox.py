@@ -21,9 +21,10 @@ from typing import Any
 
 from proxy.canary.disguise import DROPPED
 from proxy.canary.shape import WireRequest
+from proxy.disposition.apps import app_of
 from proxy.exchange import Exchange
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, ShiftSettings
+from proxy.settings import CanarySettings, DispositionSettings, ShiftSettings
 from proxy.state.records import Publication, Quarantine
 
 HARMFUL = "h"  # [HARMFUL, model, verdict label]
@@ -32,7 +33,8 @@ ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
 #  sampling, production shape] (proxy.fingerprint.features)
 FINGERPRINT = "f"
 REBASELINE = "b"  # [REBASELINE, model]: an operator accepts the model now served (proxy.fingerprint)
-_ORDERED = (HARMFUL, FINGERPRINT, REBASELINE)  # events the leader takes one by one, in order
+DISPOSITION = "d"  # [DISPOSITION, model, app, harmful score, flagged, answered] (proxy.disposition)
+_ORDERED = (HARMFUL, FINGERPRINT, REBASELINE, DISPOSITION)  # events the leader takes one by one, in order
 
 
 class Outbox:
@@ -50,6 +52,9 @@ class Outbox:
 
     def harmful(self, model: str, label: str) -> None:
         self._append([HARMFUL, model, label])
+
+    def disposition(self, model: str, app: str, score: float, flagged: bool, answered: bool) -> None:
+        self._append([DISPOSITION, model, app, score, flagged, answered])
 
     def _append(self, event: list[Any]) -> None:
         if len(self._ordered) >= self.limit:
@@ -166,7 +171,8 @@ def _blank_content(content: Any) -> Any:
 
 class PublishOutcomes:
     """A pipeline stage: production-side outcomes into the outbox, for the leader's statistics
-    (``production_harmful``, :mod:`proxy.harmful`; the production shift test, :mod:`proxy.shift`);
+    (``production_harmful``, :mod:`proxy.harmful`; the production shift test, :mod:`proxy.shift`; the
+    disposition watch, :mod:`proxy.disposition`);
     ``refusal_guard_harmful_requests_total`` counts this replica's flagged requests by verdict."""
 
     def __init__(
@@ -174,11 +180,13 @@ class PublishOutcomes:
         outbox: Outbox,
         canary: CanarySettings,
         shift: ShiftSettings,
+        disposition: DispositionSettings,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
         self.harmful_enabled = canary.production_harmful.enabled
+        self.disposition_enabled = disposition.enabled
         self.bucket_seconds = shift.bucket_seconds
         self.metrics = metrics
         self.clock = clock
@@ -191,7 +199,10 @@ class PublishOutcomes:
         self.outbox.answers(
             model, now - now % self.bucket_seconds, sum(v.refused for v in ex.verdicts), len(ex.verdicts)
         )
+        label = ex.verdicts[0].label
+        if ex.harm_score is not None and self.disposition_enabled:
+            app = app_of(ex.endpoint, ex.request, ex.client_key_id)
+            self.outbox.disposition(model, app, ex.harm_score, bool(ex.harmful), label == "compliance")
         if ex.harmful and self.harmful_enabled:
-            label = ex.verdicts[0].label
             self.metrics.harmful_requests.labels(model, label).inc()
             self.outbox.harmful(model, label)

@@ -63,6 +63,7 @@ class LeaderWrite:
     consumed: list[int] = field(default_factory=list)  # rg_events ids taken
     fingerprints: list[tuple[str, str, str]] = field(default_factory=list)  # (model, summary, state), JSON
     fingerprints_dropped: list[str] = field(default_factory=list)  # models rebaselined
+    dispositions: list[tuple[str, str, str]] = field(default_factory=list)  # (model, summary, state), JSON
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class LeaderState:
     calibrations: list[Calibration]
     shift: list[tuple[str, float, int, int]]
     fingerprints: dict[str, str] = field(default_factory=dict)  # model -> state (JSON)
+    dispositions: dict[str, str] = field(default_factory=dict)  # model -> state (JSON)
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,4 @@ class Snapshot:
     shapes: dict[str, tuple[dict[str, Any], float]]  # model -> (sanitised WireRequest, when it arrived)
     replicas: dict[str, float]
     fingerprints: dict[str, str] = field(default_factory=dict)  # model -> summary (JSON)
+    dispositions: dict[str, str] = field(default_factory=dict)  # model -> summary (JSON)

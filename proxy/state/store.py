@@ -19,6 +19,8 @@ replicas that start together):
 * ``rg_replicas``: who is there (last seen), for ``/canary/state``.
 * ``rg_fingerprint``: per model, the served-model fingerprint the leader keeps (:mod:`proxy.fingerprint`):
   its whole state, and the summary followers read each sync.
+* ``rg_disposition``: per model, the risk-adjusted refusal CUSUMs of its production answers
+  (:mod:`proxy.disposition`): their baselines and statistics, and the summary followers read.
 
 Every method is blocking and runs in the state sync's own thread (:mod:`proxy.state.sync`).
 """
@@ -68,6 +70,8 @@ _TABLES = (
     "at DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rg_replicas (replica TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rg_fingerprint (model TEXT PRIMARY KEY, summary TEXT NOT NULL, state TEXT NOT NULL, "
+    "updated DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rg_disposition (model TEXT PRIMARY KEY, summary TEXT NOT NULL, state TEXT NOT NULL, "
     "updated DOUBLE PRECISION NOT NULL)",
 )
 _EVENTS = {
@@ -288,12 +292,13 @@ class StateStore:
                 )
             if write.shift_horizon is not None:
                 cur.execute("DELETE FROM rg_shift WHERE start < ?", (write.shift_horizon,))
-            for model, summary, state in write.fingerprints:
-                cur.execute(
-                    "INSERT INTO rg_fingerprint (model, summary, state, updated) VALUES (?, ?, ?, ?) ON CONFLICT (model) "
-                    "DO UPDATE SET summary = excluded.summary, state = excluded.state, updated = excluded.updated",
-                    (model, summary, state, now),
-                )
+            for table, rows in (("rg_fingerprint", write.fingerprints), ("rg_disposition", write.dispositions)):
+                for model, summary, state in rows:
+                    cur.execute(
+                        f"INSERT INTO {table} (model, summary, state, updated) VALUES (?, ?, ?, ?) ON CONFLICT (model) "
+                        "DO UPDATE SET summary = excluded.summary, state = excluded.state, updated = excluded.updated",
+                        (model, summary, state, now),
+                    )
             for model in write.fingerprints_dropped:
                 cur.execute("DELETE FROM rg_fingerprint WHERE model = ?", (model,))
             for event_id in write.consumed:
@@ -318,7 +323,8 @@ class StateStore:
                 ).fetchall()
             ]
             fingerprints = dict(cur.execute("SELECT model, state FROM rg_fingerprint").fetchall())
-        return LeaderState(cusums, cals, shift, fingerprints)
+            dispositions = dict(cur.execute("SELECT model, state FROM rg_disposition").fetchall())
+        return LeaderState(cusums, cals, shift, fingerprints, dispositions)
 
     def snapshot(self, replica_ttl: float) -> Snapshot:
         with self._tx() as cur:
@@ -343,8 +349,9 @@ class StateStore:
             }
             cusums = _cusums(cur)
             fingerprints = dict(cur.execute("SELECT model, summary FROM rg_fingerprint").fetchall())
+            dispositions = dict(cur.execute("SELECT model, summary FROM rg_disposition").fetchall())
         leader = holder if holder and float(expires) >= now else None
-        return Snapshot(leader, cusums, quarantines, names, shapes, replicas, fingerprints)
+        return Snapshot(leader, cusums, quarantines, names, shapes, replicas, fingerprints, dispositions)
 
 
 def _cusums(cur: _Cursor) -> list[CusumRow]:

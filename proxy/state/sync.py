@@ -10,8 +10,9 @@ Each ``sync_seconds`` (1 s), in one background task:
    and stops it (in-flight canaries cancelled) when the lease was not renewed by
    ``lease_seconds - 1`` after the renewal began, before any other replica can take it over.
 3. **Lead** (the leader only): consume every replica's published outcomes into one
-   ``production_harmful`` CUSUM, one production shift test and one served-model fingerprint per
-   model (:mod:`proxy.fingerprint`), then write the statistics
+   ``production_harmful`` CUSUM, one production shift test, one served-model fingerprint
+   (:mod:`proxy.fingerprint`) and one disposition watch (:mod:`proxy.disposition`) per model, then
+   write the statistics
    (canaries' too), the calibrations and the consumed batches' deletion in one transaction that
    checks the fencing token. A new leader first loads what is stored, so drift resumes, not restarts.
 4. **Read** the shared state: followers mirror the stored statistics (metrics and ``/canary/state``),
@@ -36,13 +37,14 @@ from proxy.canary.drift import DriftMonitor
 from proxy.canary.scheduler import CanaryScheduler
 from proxy.canary.shape import TrafficShape
 from proxy.catalog import ModelCatalog
+from proxy.disposition import DispositionWatch
 from proxy.fingerprint import ModelFingerprint
 from proxy.harmful import HarmfulWatch
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import StateSettings
 from proxy.shift import ProductionShift
-from proxy.state.outbox import ANSWERS, FINGERPRINT, HARMFUL, REBASELINE, Outbox, restored, sanitised
+from proxy.state.outbox import ANSWERS, DISPOSITION, FINGERPRINT, HARMFUL, REBASELINE, Outbox, restored, sanitised
 from proxy.state.records import LeaderWrite, Snapshot
 from proxy.state.store import StateStore, StoreError, redacted
 
@@ -68,6 +70,7 @@ class StateSync:
         harm: HarmfulWatch,
         shift: ProductionShift,
         fingerprint: ModelFingerprint,
+        disposition: DispositionWatch,
         shape: TrafficShape,
         catalog: ModelCatalog,
         outbox: Outbox,
@@ -82,6 +85,7 @@ class StateSync:
         self.harm = harm
         self.shift = shift
         self.fingerprint = fingerprint
+        self.disposition = disposition
         self.shape = shape
         self.catalog = catalog
         self.outbox = outbox
@@ -206,7 +210,7 @@ class StateSync:
         fingerprints, dropped = self.fingerprint.changed()
         write = LeaderWrite(
             self.drift.changed(), self.harm.changed(), self.shift.changed(), self.shift.horizon, [i for i, _ in batches],
-            fingerprints, dropped,
+            fingerprints, dropped, self.disposition.changed(),
         )  # fmt: skip
         pub = self.outbox.take()  # decisions made just now (a quarantine on drift) go in the same transaction
         token = self.token
@@ -229,6 +233,8 @@ class StateSync:
             self.fingerprint.observe(ev)
         elif ev[0] == REBASELINE:
             self.fingerprint.rebaseline(ev[1])
+        elif ev[0] == DISPOSITION:
+            self.disposition.observe(ev[1], str(ev[2]), float(ev[3]), bool(ev[4]), bool(ev[5]))
 
     def _apply(self, snap: Snapshot) -> None:
         self.leader = snap.leader
@@ -236,6 +242,7 @@ class StateSync:
         if not self.leading:
             self.drift.load(snap.cusums)
             self.fingerprint.mirror(snap.fingerprints)
+            self.disposition.mirror(snap.dispositions)
         self.drift.adopt(snap.quarantines)
         for upstream, model in snap.names:
             if self.catalog.adopt(upstream, model):
@@ -258,6 +265,7 @@ class StateSync:
         self.harm.load(state.calibrations)
         self.shift.load(state.shift)
         self.fingerprint.load(state.fingerprints)
+        self.disposition.load(state.dispositions)
         self.token = token
         self.leader = self.replica
         self.metrics.canary_leader.set(1)

@@ -11,7 +11,7 @@ from proxy.canary.drift import DriftMonitor
 from proxy.exchange import Exchange
 from proxy.harmful import HarmfulWatch
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, HarmfulWatchSettings, ShiftSettings
+from proxy.settings import CanarySettings, DispositionSettings, HarmfulWatchSettings, ShiftSettings
 from proxy.state.outbox import HARMFUL, Outbox, PublishOutcomes
 from proxy.testing import exchange
 
@@ -27,7 +27,7 @@ class Road:
 
     def __init__(self, canary: CanarySettings, drift: DriftMonitor, metrics: Metrics) -> None:
         self.outbox = Outbox(metrics)
-        self.stage = PublishOutcomes(self.outbox, canary, ShiftSettings(), metrics)
+        self.stage = PublishOutcomes(self.outbox, canary, ShiftSettings(), DispositionSettings(enabled=False), metrics)
         self.watch = HarmfulWatch(canary, drift, metrics)
 
     def __call__(self, ex: Exchange) -> None:

@@ -29,6 +29,10 @@ def test_one_leader_at_a_time_and_a_fenced_off_leader_writes_nothing(tmp_path: P
     assert b.snapshot(10).cusums == []
     assert b.commit_leader("b", taken, Publication(), LeaderWrite(cusums=[row])) is True
     assert a.snapshot(10).cusums == [row] and a.snapshot(10).leader == "b"
+    disposition = ("m", '{"production_refusals": {"drifting": true}}', '{"app": {}}')
+    assert b.commit_leader("b", taken, Publication(), LeaderWrite(dispositions=[disposition])) is True
+    assert a.snapshot(10).dispositions == {"m": disposition[1]}  # followers read the summary
+    assert a.leader_state().dispositions == {"m": disposition[2]}  # a new leader resumes the state
     b.resign("b")
     assert a.lease("a", 5) == taken + 1  # a clean shutdown hands the lease on at once
 
