@@ -66,7 +66,10 @@ class Exchange:
     harm_score: float | None = None  # its score (P(harmful)); the classifier's name and version in ``harm_by``
     harm_by: tuple[str, str] | None = None
     canary: dict[str, str] | None = None  # suite, prompt id and expected outcome, for canary traffic
-    headers: list[tuple[str, str]] = field(default_factory=list)  # request headers, lower-cased names
+    headers: list[tuple[str, str]] = field(default_factory=list)  # request headers as audited, lower-cased names
+    # production: the request headers as the relay forwarded them (canaries copy this set); kept in this
+    # process only, never audited, stored or published
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
     first_chunk: float | None = None  # a stream: seconds from the request to its first chunk out
     trace: Any = None  # the request's open spans (proxy.telemetry), ended once the answer is judged
 

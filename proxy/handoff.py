@@ -35,7 +35,8 @@ class Call:
     upstream: str = NO_UPSTREAM
     stream: bool = False
     request: dict | None = None  # type: ignore[type-arg]
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # as audited (proxy.audit.record.audit_headers)
+    forwarded: list[tuple[str, str]] = field(default_factory=list)  # as relayed: this process's, never stored
     body: bytes = b""
     held: bool = False  # strict durability: the pipeline ran before the response ended
     trace: Any = None  # its open spans (proxy.telemetry), when tracing is on
@@ -102,6 +103,7 @@ class Handoff:
             response_truncated=out.truncated,
             error=out.error or ("client disconnected" if out.disconnected else None),
             headers=call.headers,
+            forwarded=call.forwarded,
             first_chunk=None if out.first_chunk_at is None else out.first_chunk_at - call.started,
             trace=call.trace,
         )

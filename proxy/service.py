@@ -141,7 +141,7 @@ class ProxyService:
             min_rate=edge.body_min_rate,
         )
         headers = forwardable(request.headers.raw)
-        call.headers = audit_headers(headers, edge.max_audit_header_chars)
+        call.headers, call.forwarded = audit_headers(headers, edge.max_audit_header_chars), headers
         return headers
 
     def _validate(self, call: Call, request: Request) -> str | None:

@@ -68,9 +68,14 @@ FIELDS = (
 )
 
 
+def secret_header(name: str) -> bool:
+    """Whether a (lower-cased) request header may carry a secret: never audited or stored."""
+    return name in SECRET_HEADERS or "secret" in name or "token" in name
+
+
 def safe_headers(raw: list[tuple[str, str]]) -> dict[str, str]:
     """Request headers with every secret-bearing one removed."""
-    return {k: v for k, v in raw if k not in SECRET_HEADERS and "secret" not in k and "token" not in k}
+    return {k: v for k, v in raw if not secret_header(k)}
 
 
 TRUNCATED = "x-refusal-guard-truncated"  # the name of the mark left where headers were cut

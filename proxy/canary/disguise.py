@@ -1,14 +1,16 @@
 """Canaries that look like the model's production requests on the wire.
 
 For each target model, a canary copies its most recent production chat request (kept by
-:class:`~proxy.canary.shape.TrafficShape`): the header set in its order, the JSON body's keys in
-their order and its serialisation (separators, escaping), every sampling parameter, ``max_tokens``
-and ``stream`` included, and the conversation's shape (a system prompt, earlier turns, content as a
-string or as parts). What is never copied: credentials (the upstream client sends the proxy's own
-key), cookies, request and trace ids (regenerated in the same format), and production content:
-earlier user and assistant turns are replaced by plausible generic ones (the system prompt is the
-deployment's own configuration and is kept, unless ``canary.system_prompt`` says otherwise). A model
-with no production traffic yet gets the official openai SDK's header set and body layout.
+:class:`~proxy.canary.shape.TrafficShape`): the header set the relay forwarded, in its order, the
+JSON body's keys in their order and its serialisation (separators, escaping), every sampling
+parameter, ``max_tokens`` and ``stream`` included, and the conversation's shape (a system prompt,
+earlier turns, content as a string or as parts). What is never copied: credentials (the upstream
+client sends the proxy's own key), cookies, per-request and trace ids (regenerated in the same
+format), and production content: earlier turns are the model's own earlier exchanges with benign
+canaries (the system prompt is the deployment's own configuration and is kept, unless
+``canary.system_prompt`` says otherwise). User and session ids in the body recur as production's do
+(:mod:`proxy.canary.ids`). A model with no production traffic yet gets the official openai SDK's
+header set and body layout.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # what the openai Python SDK sends (captured from openai 3.57.0), for a model with no traffic yet
@@ -71,9 +73,7 @@ _ID_HEADERS = frozenset(
         "x-stainless-idempotency-key",
     }
 )
-_ID_BODY_KEYS = frozenset(
-    {"user", "metadata", "prompt_cache_key", "safety_identifier", "session_id", "conversation_id"}
-)
+ID_BODY_KEYS = frozenset({"user", "metadata", "prompt_cache_key", "safety_identifier", "session_id", "conversation_id"})
 # earlier turns of a canary conversation: generic, and never production's
 HISTORY = (
     ("Hi!", "Hello! How can I help you today?"),
@@ -115,8 +115,9 @@ def regenerate(value: Any, rng: random.Random) -> Any:
     return "".join(out)
 
 
-def canary_headers(production: list[tuple[str, str]] | None, rng: random.Random) -> list[tuple[str, str]]:
-    """The headers of a canary: production's, in order, ids regenerated, credentials dropped."""
+def canary_headers(production: Sequence[tuple[str, str]] | None, rng: random.Random) -> list[tuple[str, str]]:
+    """The headers of a canary: production's as the relay forwarded them, in order, ids regenerated,
+    credentials dropped."""
     if not production:
         return list(SDK_HEADERS)
     return [(k, regenerate(v, rng) if k in _ID_HEADERS else v) for k, v in production if k not in DROPPED]
@@ -165,8 +166,11 @@ def canary_body(
     *,
     anthropic: bool = False,
     own: Sequence[tuple[str, str]] = (),
+    ids: Callable[[str, Any], Any] | None = None,
 ) -> dict[str, Any]:
-    """Production's body, key for key and in order, with the canary's conversation and fresh ids.
+    """Production's body, key for key and in order, with the canary's conversation and its ids:
+    ``ids(key, production's value)`` (:mod:`proxy.canary.ids`: recurring as production's do), else
+    fresh ones in production's format.
 
     ``system`` replaces production's system prompt when not None: a system message for chat
     completions, the text of the top-level ``system`` field for Anthropic's Messages API."""
@@ -184,8 +188,8 @@ def canary_body(
             body[k] = canary_messages(v if isinstance(v, list) else [], text, rng, turn_system, own)
         elif k == "system" and anthropic and system is not None:
             body[k] = _content(v, system)
-        elif k in _ID_BODY_KEYS:
-            body[k] = regenerate(v, rng)
+        elif k in ID_BODY_KEYS:
+            body[k] = ids(k, v) if ids is not None else regenerate(v, rng)
         else:
             body[k] = v
     return body

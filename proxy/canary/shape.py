@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.canary.disguise import canary_body, canary_headers, style_of
+from proxy.audit.record import secret_header
+from proxy.canary.disguise import DROPPED, ID_BODY_KEYS, canary_body, canary_headers, regenerate, style_of
+from proxy.canary.ids import RecurringIds
+from proxy.disposition.apps import app_of
 from proxy.exchange import Exchange
 from proxy.extract import sole_text
 from proxy.settings import CanarySettings, is_glob
@@ -28,6 +31,7 @@ class WireRequest:
     headers: list[tuple[str, str]]
     body: dict[str, Any]
     style: tuple[tuple[str, str], bool]
+    withheld: frozenset[str] = frozenset()  # headers whose values the store does not hold (secret-bearing)
 
     @property
     def path(self) -> str:
@@ -45,7 +49,13 @@ _CONVERSATIONS = frozenset({"chat", "messages"})
 
 class TrafficShape:
     """A pipeline stage: the latest production conversation request of each model (by label: a bounded
-    set). A model used only through Anthropic's Messages API gets its canaries in that API."""
+    set). A model used only through Anthropic's Messages API gets its canaries in that API.
+
+    Headers are kept as the relay forwarded them, credentials aside. Those that may carry a secret
+    (``openai-organization``, ``*token*``: :func:`proxy.audit.record.secret_header`) go upstream on
+    every production request, so a canary without them would stand out; they stay in this process (the
+    store gets their names only), and a request adopted from another replica takes this process's latest
+    value of each, or goes without the header when it has none."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -53,6 +63,8 @@ class TrafficShape:
         self._at: dict[str, float] = {}  # when each template's request arrived
         self._own: dict[str, deque[tuple[str, str]]] = {}  # per model: (benign canary, the model's answer)
         self._fresh: dict[str, WireRequest] = {}  # seen here since the state sync last took them
+        self._withheld: dict[str, str] = {}  # secret-bearing header -> its latest value here (never stored)
+        self._ids = RecurringIds()  # production's user and session ids, which canaries reuse as it does
         self.seen: list[str] = []  # models with production traffic, in order of first sight
         self.arrived = asyncio.Event()  # a model was seen for the first time (the scheduler checks it at once)
 
@@ -65,7 +77,11 @@ class TrafficShape:
         label = ex.model_label
         if is_glob(label):
             return
-        req = WireRequest(ex.endpoint, list(ex.headers), ex.request, style_of(ex.request_body))
+        headers = [(k, v) for k, v in ex.forwarded or ex.headers if k not in DROPPED]
+        for k, v in headers:
+            if secret_header(k) and (k in self._withheld or len(self._withheld) < 32):
+                self._withheld[k] = v
+        req = WireRequest(ex.endpoint, headers, ex.request, style_of(ex.request_body))
         self._fresh[label] = req
         self._keep(label, req, self.clock())
 
@@ -87,6 +103,7 @@ class TrafficShape:
             self.arrived.set()
         self._templates[label] = req
         self._at[label] = at
+        self._ids.observe(_ids_of(label, req), req.body, ID_BODY_KEYS)
 
     def take_fresh(self) -> dict[str, WireRequest]:
         """The latest request of each model seen by this process since the last call (to publish)."""
@@ -100,7 +117,9 @@ class TrafficShape:
         its age, since it still has its system prompt."""
         if model in self._templates and (prefer_local or self._at.get(model, 0.0) >= at):
             return
-        self._keep(model, req, at)
+        headers = [(k, self._withheld.get(k, "") if k in req.withheld else v) for k, v in req.headers]
+        kept = [(k, v) for k, v in headers if v or k not in req.withheld]
+        self._keep(model, WireRequest(req.endpoint, kept, req.body, req.style), at)
 
     def has(self, model: str) -> bool:
         """Whether ``model`` has had a production conversation request to copy."""
@@ -114,5 +133,16 @@ class TrafficShape:
             body["stream"] = True
             return WireRequest("chat", canary_headers(None, rng), body, SDK_STYLE)
         own = self._own.get(model, ())
-        body = canary_body(t.body, model, text, rng, canary.system_prompt, anthropic=t.endpoint == "messages", own=own)
+
+        def ids(key: str, like: Any) -> Any:  # the copied request's app's users, not another app's
+            return self._ids.draw(_ids_of(model, t), key, like, rng, regenerate)
+
+        anthropic = t.endpoint == "messages"
+        body = canary_body(t.body, model, text, rng, canary.system_prompt, anthropic=anthropic, own=own, ids=ids)
         return WireRequest(t.endpoint, canary_headers(t.headers, rng), body, t.style)
+
+
+def _ids_of(model: str, req: WireRequest) -> str:
+    """Whose ids a request carries: its model's, per app as its system prompt shows it (the client key
+    is not in a stored request), so a canary never pairs one app's system prompt with another's users."""
+    return f"{model} {app_of(req.endpoint, req.body, None)}"

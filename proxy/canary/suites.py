@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import yaml
 
+from proxy.logs import logger
+
 Expected = Literal["refusal", "compliance"]
 
 
@@ -68,6 +70,7 @@ class Suite:
     prompts: tuple[CanaryPrompt, ...]
     templates: tuple[str, ...] = ("{prompt}",)
     design_key: str = field(default="")  # which drift design applies: harmful or benign
+    public: bool = False  # shipped with this package: an upstream that imports it knows every prompt
 
     def draw(
         self, rng: random.Random, templates: tuple[str, ...] = (), deck: Deck | None = None
@@ -88,7 +91,7 @@ def builtin_suite(name: str) -> Suite:
     text = resources.files("proxy.canary").joinpath(f"suites/{name}.jsonl").read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     prompts = tuple(CanaryPrompt(r["id"], r["prompt"]) for r in rows)
-    return Suite(name, "refusal" if name == "harmful" else "compliance", prompts, design_key=name)
+    return Suite(name, "refusal" if name == "harmful" else "compliance", prompts, design_key=name, public=True)
 
 
 def _prompt(i: int, name: str, item: Any) -> CanaryPrompt:
@@ -130,8 +133,17 @@ def load_suite_file(path: str | Path) -> Suite:
 
 
 def load_suites(names: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[Suite]:
+    """The configured suites; a warning when every one is shipped (public), since an upstream that
+    imports this package recognises their prompts whatever the variants."""
     suites = [builtin_suite(n) for n in names] + [load_suite_file(p) for p in extra]
     seen = [s.name for s in suites]
     if len(seen) != len(set(seen)):
         raise ValueError(f"suite names must be unique: {seen}")
+    if suites and all(s.public for s in suites):
+        logger.warning(
+            "canary_suites_public",
+            suites=seen,
+            hint="an upstream that imports refusal-guard knows these prompts and maps their variants back: "
+            "add prompts of your own in canary.extra_suites (docs/canaries.md)",
+        )
     return suites

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from proxy.audit.record import secret_header
 from proxy.canary.disguise import DROPPED
 from proxy.canary.shape import WireRequest
 from proxy.disposition.apps import app_of
@@ -114,15 +115,16 @@ class Outbox:
 
 
 def sanitised(request: WireRequest, privacy: str) -> dict[str, Any]:
-    """A production request as the store keeps it: headers without credentials, the body's layout and
-    parameters with every message text blanked (canaries never copy them) but the system prompt, which
-    is kept only under the audit's ``full`` privacy mode.
+    """A production request as the store keeps it: headers without credentials, and of those that may
+    carry a secret the name only; the body's layout and parameters with every message text blanked
+    (canaries never copy them) but the system prompt, which is kept only under the audit's ``full``
+    privacy mode.
 
-    >>> req = WireRequest("chat", [("authorization", "Bearer k"), ("user-agent", "x")],
+    >>> req = WireRequest("chat", [("authorization", "Bearer k"), ("user-agent", "x"), ("openai-organization", "o")],
     ...     {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
     ...                                 {"role": "user", "content": "my secret"}]}, ((",", ":"), False))
     >>> s = sanitised(req, "full"); s["headers"], [m["content"] for m in s["body"]["messages"]]
-    ([['user-agent', 'x']], ['Be brief.', ''])
+    ([['user-agent', 'x'], ['openai-organization', None]], ['Be brief.', ''])
     >>> [m["content"] for m in sanitised(req, "redact")["body"]["messages"]]
     ['', '']
     """
@@ -138,20 +140,23 @@ def sanitised(request: WireRequest, privacy: str) -> dict[str, Any]:
             body[key] = _blank_content(body[key])
     return {
         "endpoint": request.endpoint,
-        "headers": [[k, v] for k, v in request.headers if k not in DROPPED],
+        "headers": [[k, None if secret_header(k) else v] for k, v in request.headers if k not in DROPPED],
         "body": body,
         "style": [list(request.style[0]), request.style[1]],
     }
 
 
 def restored(data: dict[str, Any]) -> WireRequest:
-    """The :class:`WireRequest` a sanitised dict describes (what the leader's canaries copy)."""
+    """The :class:`WireRequest` a sanitised dict describes (what the leader's canaries copy); the
+    headers stored by name only are ``withheld`` (:meth:`~proxy.canary.shape.TrafficShape.adopt`
+    fills them in)."""
     separators, ascii_only = data["style"]
     return WireRequest(
         data["endpoint"],
-        [(str(k), str(v)) for k, v in data["headers"]],
+        [(str(k), "" if v is None else str(v)) for k, v in data["headers"]],
         data["body"],
         ((str(separators[0]), str(separators[1])), bool(ascii_only)),
+        frozenset(str(k) for k, v in data["headers"] if v is None),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from proxy.audit.record import audit_headers
 from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import builtin_suite, load_suite_file, load_suites
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, ShiftSettings
 from proxy.shift import ProductionShift
+from proxy.state.outbox import restored, sanitised
 from proxy.testing import audit_records, exchange, run_server, wait_for
 from reference_upstream.app import create_sim_app
 from tests.conftest import Proxy
@@ -96,7 +99,8 @@ def test_canaries_are_shaped_like_production() -> None:
 
 def test_a_messages_api_canary_keeps_anthropics_layout() -> None:
     """Production in Anthropic's Messages API: the canary goes to ``/messages`` with a top-level
-    ``system`` (production's, or ``canary.system_prompt`` in its form), ``metadata`` regenerated."""
+    ``system`` (production's, or ``canary.system_prompt`` in its form), ``metadata`` a recent
+    production request's (its user recurs, as production's users do)."""
     shape = TrafficShape()
     production = {
         "max_tokens": 1024,
@@ -119,11 +123,53 @@ def test_a_messages_api_canary_keeps_anthropics_layout() -> None:
     assert req.body["system"] == production["system"]
     assert req.body["messages"][-1] == {"role": "user", "content": "canary text"}
     assert [m["role"] for m in req.body["messages"]] == ["user", "assistant", "user"]
-    assert req.body["metadata"]["user_id"] != "user-8d1f0a" and len(req.body["metadata"]["user_id"]) == 11
+    assert req.body["metadata"] == {"user_id": "user-8d1f0a"}
     assert "secret" not in str(req.body)
     own = shape.request("claude-like", "x", CanarySettings(system_prompt="Canary system."), random.Random(0))
     assert own.body["system"] == [{"type": "text", "text": "Canary system.", "cache_control": {"type": "ephemeral"}}]
     assert all(m["role"] != "system" for m in own.body["messages"])
+
+
+def test_a_canary_carries_the_headers_the_relay_forwards_and_production_users() -> None:
+    """Headers as the relay forwarded them (not the audit's filtered set): ``openai-organization`` and a
+    ``*token*`` header included, credentials not. The store gets those two by name only; the leader
+    fills them from its own production (or leaves them out). A canary's ``user`` is one of the app's
+    recent production users, never another app's."""
+    forwarded = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer sk-client"),
+        ("openai-organization", "org-acme"),
+        ("x-session-token", "tok-1"),
+        ("user-agent", "OpenAI/Python 3.57.0"),
+    ]
+
+    def production(shape: TrafficShape, system: str, user: str) -> None:
+        request = {
+            "model": "m",
+            "user": user,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "q"}],
+        }
+        shape(exchange(request=request, headers=audit_headers(forwarded, 4096), forwarded=forwarded))
+
+    here = TrafficShape()
+    for user in ("a-1", "a-2", "a-1"):
+        production(here, "App A.", user)
+    production(here, "App B.", "b-1")
+    production(here, "App A.", "a-3")
+    req = here.request("m", "canary", CanarySettings(), random.Random(0))
+    assert req.headers == [(k, v) for k, v in forwarded if k != "authorization"]
+    rng = random.Random(1)
+    assert {here.request("m", "c", CanarySettings(), rng).body["user"] for _ in range(100)} == {"a-1", "a-2", "a-3"}
+    stored = sanitised(here.take_fresh()["m"], "full")
+    assert ["openai-organization", None] in stored["headers"] and "tok-1" not in json.dumps(stored)
+    assert "sk-client" not in json.dumps(stored)
+    leader = TrafficShape()
+    leader.adopt("m", restored(stored), 1.0)  # no production of its own yet: the withheld two left out
+    assert [k for k, _ in leader.request("m", "c", CanarySettings(), rng).headers] == ["content-type", "user-agent"]
+    mine = [("content-type", "application/json"), ("openai-organization", "org-local"), ("x-session-token", "tok-9")]
+    leader(exchange(model_label="other", request={"model": "other", "messages": []}, forwarded=mine))
+    leader.adopt("m", restored(stored), 2.0)
+    assert dict(leader.request("m", "c", CanarySettings(), rng).headers)["openai-organization"] == "org-local"
 
 
 def test_production_shift_needs_samples_and_a_real_change() -> None:
