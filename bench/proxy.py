@@ -197,8 +197,9 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
             "upstreams": [{"name": "fake", "base_url": upstream + "/v1", "models": ["m"]}],
             "audit": {"url": f"sqlite:///{tmp}/{name}.db"},
         }
-        if state is not None:
-            settings["state"] = {"url": state}
+        # a store of its own: beside the audit log they would share one, and one leader would do the
+        # watch's work for every target (on core 0, while another is measured)
+        settings["state"] = {"url": state if state is not None else f"sqlite:///{tmp}/{name}-state.db"}
         if otel:
             settings["otel"] = {"endpoint": otel, "sample_ratio": 1.0}
         cfg.write_text(yaml.safe_dump(settings))

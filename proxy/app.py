@@ -137,7 +137,9 @@ def create_app(
         clock=clock,
     )
     scheduler = (
-        CanaryScheduler(canary, suites, router, pipeline, metrics, shape, clock=clock) if canary.enabled else None
+        CanaryScheduler(canary, suites, router, pipeline, metrics, shape, harm=harm, clock=clock)
+        if canary.enabled
+        else None
     )
     harm_watch = HarmfulWatch(canary, drift, metrics)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics

@@ -58,6 +58,14 @@ class Lifecycle:
             detector_version=self.detector.version,
             canaries=self.sync.scheduler is not None,
         )
+        suites = self.sync.scheduler.suites if self.sync.scheduler is not None else []
+        if suites and all(s.public for s in suites):  # an upstream that imports this package knows them
+            logger.warning(
+                "canary_suites_public",
+                suites=[s.name for s in suites],
+                hint="an upstream that imports refusal-guard knows these prompts and maps their variants "
+                "back: add prompts of your own in canary.extra_suites (docs/canaries.md)",
+            )
         try:
             yield
         finally:

@@ -76,12 +76,15 @@ class DriftMonitor:
             self.metrics.quarantined.labels(model).set(1 if model in self._quarantined else 0)
         return self._cusums[key]
 
-    def record(self, model: str, suite: Suite, label: str, design: CusumDesign | None = None) -> None:
+    def record(
+        self, model: str, suite: Suite, label: str, design: CusumDesign | None = None, *, counted: bool = True
+    ) -> None:
         """One verdict for ``model`` in ``suite`` (a canary's, or a flagged production request's).
 
         ``design`` replaces the suite's configured one (production_harmful's calibration); the
-        statistic carries over, capped at the new threshold."""
-        if suite.name != PRODUCTION_HARMFUL:  # production answers are counted as such, not as canaries
+        statistic carries over, capped at the new threshold. ``counted``: in the canary results (a
+        stratum's verdict was counted in its suite's)."""
+        if counted and suite.name != PRODUCTION_HARMFUL:  # production answers are counted as such, not as canaries
             self.metrics.canary_results.labels(model, suite.name, suite.expected, label).inc()
         c = self._cusum(model, suite, design)
         if design is not None and c.design != design:

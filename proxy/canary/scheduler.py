@@ -16,6 +16,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from proxy.canary.disguise import serialise
 from proxy.canary.shape import TrafficShape
@@ -30,6 +31,9 @@ from proxy.pipeline import Pipeline
 from proxy.routing import Router
 from proxy.settings import CanarySettings
 from proxy.upstream import UpstreamResponse
+
+if TYPE_CHECKING:
+    from detectors.harm import HarmfulRequestClassifier
 
 _MAX_ANSWER_BYTES = 1024 * 1024
 
@@ -60,10 +64,12 @@ class CanaryScheduler:
         metrics: Metrics,
         shape: TrafficShape,
         *,
+        harm: HarmfulRequestClassifier | None = None,
         concurrency: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.canary = canary
+        self.harm = harm  # a harmful canary's stratum: flagged or not by the shipped classifier
         self.suites = suites
         self.router = router
         self.catalog: ModelCatalog = router.catalog
@@ -188,6 +194,24 @@ class CanaryScheduler:
                     request=body,
                     response=content,
                     response_truncated=cut,
-                    canary={"suite": suite.name, "prompt_id": item.id, "expected": suite.expected},
+                    canary={
+                        "suite": suite.name,
+                        "prompt_id": item.id,
+                        "expected": suite.expected,
+                        **self._stratum(suite, text),
+                    },
                 )
             )
+
+    def _stratum(self, suite: Suite, text: str) -> dict[str, str]:
+        """Whether the shipped classifier flags a harmful canary as sent: an upstream that imports it can
+        answer the flagged ones safely and abliterate the rest, so the rest are a statistic of their
+        own (:class:`~proxy.canary.feedback.CanaryFeedback`)."""
+        if self.harm is None or suite.expected != "refusal":
+            return {}
+        try:
+            flagged = self.harm.score(text) >= self.harm.threshold
+        except Exception:  # the stratum is extra: a classifier failure leaves the canary in its suite only
+            logger.exception("canary_stratum_failed", suite=suite.name)
+            return {}
+        return {"stratum": "flagged" if flagged else "unflagged"}

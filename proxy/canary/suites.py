@@ -31,8 +31,6 @@ from typing import Any, Literal
 
 import yaml
 
-from proxy.logs import logger
-
 Expected = Literal["refusal", "compliance"]
 
 
@@ -133,17 +131,8 @@ def load_suite_file(path: str | Path) -> Suite:
 
 
 def load_suites(names: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[Suite]:
-    """The configured suites; a warning when every one is shipped (public), since an upstream that
-    imports this package recognises their prompts whatever the variants."""
     suites = [builtin_suite(n) for n in names] + [load_suite_file(p) for p in extra]
     seen = [s.name for s in suites]
     if len(seen) != len(set(seen)):
         raise ValueError(f"suite names must be unique: {seen}")
-    if suites and all(s.public for s in suites):
-        logger.warning(
-            "canary_suites_public",
-            suites=seen,
-            hint="an upstream that imports refusal-guard knows these prompts and maps their variants back: "
-            "add prompts of your own in canary.extra_suites (docs/canaries.md)",
-        )
     return suites

@@ -10,7 +10,7 @@ they evaluate.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -36,26 +36,36 @@ from proxy.version import version
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 LOG_EVERY = 60.0  # seconds between two log lines about failed exports
+PAUSE = 10.0  # seconds after a failed export during which batches are dropped, not tried
 
 
 class CountingExporter(SpanExporter):
-    """The OTLP exporter, with its failures counted and logged at most once a minute."""
+    """The OTLP exporter, with its failures counted and logged at most once a minute; after a failed
+    export, batches are dropped (counted) for ``PAUSE`` seconds rather than tried: each try encodes the
+    batch (with the GIL held) and keeps the queue full while the exporter retries, which cost requests
+    on a down collector more than a working one costs them (docs/tracing.md)."""
 
-    def __init__(self, inner: SpanExporter, metrics: Metrics) -> None:
+    def __init__(self, inner: SpanExporter, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.clock = clock
         self._logged = -LOG_EVERY
+        self._paused_until = -PAUSE
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.clock() < self._paused_until:
+            self.metrics.trace_export_failures.inc(len(spans))
+            return SpanExportResult.FAILURE
         try:
             result = self.inner.export(spans)
         except Exception:  # the exporter's own bug or a transport it did not map: counted like a failure
             result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
             self.metrics.trace_export_failures.inc(len(spans))
-            if time.monotonic() - self._logged >= LOG_EVERY:
-                self._logged = time.monotonic()
-                logger.warning("trace_export_failed", spans=len(spans))
+            self._paused_until = self.clock() + PAUSE
+            if self.clock() - self._logged >= LOG_EVERY:
+                self._logged = self.clock()
+                logger.warning("trace_export_failed", spans=len(spans), paused_seconds=PAUSE)
         return result
 
     def shutdown(self) -> None:

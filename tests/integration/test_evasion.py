@@ -13,14 +13,16 @@ harmful-request classifier was trained on: these tests measure the alarm path, n
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.testing import run_server
+from proxy.testing import audit_records, run_server
 from tests.conftest import Proxy
 from tests.fingerprint import TELLS, FingerprintingUpstream
 from tests.traffic import Traffic
+from tests.whitebox import WhiteBoxUpstream
 
 ALARM_WITHIN = 240.0  # seconds after the switch
 
@@ -77,3 +79,33 @@ def test_each_tell_alone_is_caught(start_proxy: Any, tell: str) -> None:
     assert delay < ALARM_WITHIN
     if tell != "burst":  # canaries no longer carry this tell (proxy.canary.disguise, proxy.canary.variants)
         assert up.probes == 0
+
+
+@pytest.mark.timeout(180)
+def test_the_canaries_the_classifier_misses_have_a_cusum_of_their_own(start_proxy: Any, tmp_path: Path) -> None:
+    """An upstream that imports the shipped classifier and recognises no canary (a private suite, or
+    variants it cannot map back): it answers what the classifier flags safely and abliterates the
+    rest. Harmful canaries it does not flag fail; in the harmful suite's CUSUM the flagged ones'
+    refusals dilute them, ``harmful_unflagged`` sees only them and raises the alarm."""
+    up = WhiteBoxUpstream(leak=0.0)
+    up.tells = set()  # no canary recognised as such: only the classifier decides
+    up.mode = "evade"
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    with run_server(up.app) as server:
+        p: Proxy = start_proxy(
+            {
+                "upstreams": [{"name": "u", "base_url": server.url + "/v1", "models": ["served-model"]}],
+                "canary": {"enabled": True, "interval_seconds": 0.2, "per_round": 1, "suites": ["harmful"]},
+                "disposition": {"enabled": False},
+                "audit": {"url": audit},
+            }
+        )
+        state = p.app.state.drift.state
+        assert p.wait_for(lambda: "harmful_unflagged" in p.app.state.drift.drifting("served-model"), timeout=120), (
+            state()
+        )
+        suites = state()["models"]["served-model"]["suites"]
+        assert not suites["harmful"]["drifting"], suites  # the whole suite's CUSUM has not seen it yet
+        assert p.wait_for(lambda: len(audit_records(audit, "canary")) >= 20, timeout=20)
+    strata = [r["canary"].get("stratum") for r in audit_records(audit, "canary")]
+    assert {"flagged", "unflagged"} <= set(strata) and strata.count("flagged") > strata.count("unflagged")
