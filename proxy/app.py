@@ -103,9 +103,8 @@ def create_app(
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
     fingerprint = ModelFingerprint(metrics, notifier, observers, clock)  # served model changed: the leader's
     disposition = DispositionWatch(settings.disposition, drift, metrics, clock)  # the leader's, per model
-    harm = (
-        HarmfulRequestClassifier.load() if canary.production_harmful.enabled or settings.disposition.enabled else None
-    )
+    watched = canary.production_harmful.enabled or settings.disposition.enabled
+    harm = HarmfulRequestClassifier.load() if watched else None
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
         classifier,
@@ -136,11 +135,9 @@ def create_app(
         strict=audit is not None and settings.audit.durability == "strict",
         clock=clock,
     )
-    scheduler = (
-        CanaryScheduler(canary, suites, router, pipeline, metrics, shape, harm=harm, clock=clock)
-        if canary.enabled
-        else None
-    )
+    scheduler: CanaryScheduler | None = None
+    if canary.enabled:  # a harmful canary's stratum is the shipped classifier's call on it, when it is loaded
+        scheduler = CanaryScheduler(canary, suites, router, pipeline, metrics, shape, harm=harm, clock=clock)
     harm_watch = HarmfulWatch(canary, drift, metrics)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
         settings.state.url or "memory://", settings.state, replica=replica, drift=drift, harm=harm_watch, shift=shift,

@@ -109,6 +109,30 @@ def fleet(tmp_path: Path, n: int, **settings: Any) -> Iterator[list[Replica]]:
             r.stop()
 
 
+@contextlib.contextmanager
+def on_postgres(
+    tmp_path: Path, n: int, upstream: str, models: list[str], *, state: dict[str, Any] | None = None, **settings: Any
+) -> Iterator[list[Replica]]:
+    """``n`` replicas in front of ``upstream`` (its root URL, serving ``models``), audit log and state
+    store on one real PostgreSQL of their own, destroyed after the block."""
+    from tests.pg import PostgresServer
+
+    pg = PostgresServer()
+    pg.start()
+    try:
+        with fleet(
+            tmp_path,
+            n,
+            upstreams=[{"name": "u", "base_url": upstream + "/v1", "models": models}],
+            audit={"url": pg.url},
+            state={"url": pg.url, **(state or {})},
+            **settings,
+        ) as replicas:
+            yield replicas
+    finally:
+        pg.destroy()
+
+
 def leaders(replicas: list[Replica]) -> set[str | None]:
     """The leader each live replica names."""
     return {r.state()["leader"] for r in replicas if r.alive}

@@ -284,27 +284,36 @@ class DispositionWatch:
         return out
 
     def load(self, states: dict[str, str]) -> None:
-        """A new leader resumes what the store holds (the designs follow from the baselines)."""
+        """A new leader resumes what the store holds (the designs follow from the baselines). A row it
+        cannot read (another version's) is logged and that model learnt afresh: never a failed start."""
         self.models, self._alarms = {}, {}
         for model, raw in states.items():
-            apps, stored = self.models.setdefault(model, {}), orjson.loads(raw)
-            for app, data in stored.items():
-                seg = apps[app] = _Segment(shares={n: _Share(**sh) for n, sh in data["shares"].items()})
-                for name, st_data in data["strata"].items():
-                    seg.strata[name] = _Stat(
-                        Counts.parse(st_data["baseline"]), Counts.parse(st_data["block"]), st_data["block_start"],
-                        refreshed=st_data["refreshed"], held=st_data["held"],
-                    )  # fmt: skip
-            for app, data in stored.items():  # designed once the model's apps are known: their number sets the budget
-                for name, st_data in data["strata"].items():
-                    st = apps[app].strata[name]
-                    if st_data["cusums"] is not None:
-                        designs = self._designs(model, st.baseline)
-                        st.cusums = [RiskCusum(d, s, a) for d, (s, a) in zip(designs, st_data["cusums"], strict=False)]
-            for name in STRATA:
-                self._alarms[(model, name)] = any(seg.strata[name].alarm for seg in apps.values())
+            try:
+                self._load(model, raw)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                self.models.pop(model, None)
+                self._alarms = {k: v for k, v in self._alarms.items() if k[0] != model}
+                logger.warning("state_unreadable", part="disposition", model=model, error=type(exc).__name__)
         self.shown = {m: self._summary(apps) for m, apps in self.models.items()}
         self._dirty.clear()
+
+    def _load(self, model: str, raw: str) -> None:
+        apps, stored = self.models.setdefault(model, {}), orjson.loads(raw)
+        for app, data in stored.items():
+            seg = apps[app] = _Segment(shares={n: _Share(**sh) for n, sh in data["shares"].items()})
+            for name, st_data in data["strata"].items():
+                seg.strata[name] = _Stat(
+                    Counts.parse(st_data["baseline"]), Counts.parse(st_data["block"]), st_data["block_start"],
+                    refreshed=st_data["refreshed"], held=st_data["held"],
+                )  # fmt: skip
+        for app, data in stored.items():  # designed once the model's apps are known: their number sets the budget
+            for name, st_data in data["strata"].items():
+                st = apps[app].strata[name]
+                if st_data["cusums"] is not None:
+                    designs = self._designs(model, st.baseline)
+                    st.cusums = [RiskCusum(d, s, a) for d, (s, a) in zip(designs, st_data["cusums"], strict=False)]
+        for name in STRATA:
+            self._alarms[(model, name)] = any(seg.strata[name].alarm for seg in apps.values())
 
     # -- everyone --------------------------------------------------------------------------------
 

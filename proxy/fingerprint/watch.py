@@ -22,6 +22,7 @@ from proxy.canary.transition import Transition
 from proxy.fingerprint.production import ProductionWindows
 from proxy.fingerprint.tiers import Identity, TokenFit
 from proxy.fingerprint.twosample import AnswerWindows
+from proxy.logs import logger
 from proxy.metrics import Metrics
 
 TIERS = ("tokenizer", "identity", "statistical")
@@ -167,8 +168,14 @@ class ModelFingerprint:
         return rows, dropped
 
     def load(self, states: dict[str, str]) -> None:
-        """A new leader resumes what the store holds."""
-        self.models = {model: _Model.load(raw) for model, raw in states.items()}
+        """A new leader resumes what the store holds; a row it cannot read (another version's) is
+        logged and that model's fingerprint learnt afresh: never a failed start."""
+        self.models = {}
+        for model, raw in states.items():
+            try:
+                self.models[model] = _Model.load(raw)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                logger.warning("state_unreadable", part="fingerprint", model=model, error=type(exc).__name__)
         self.shown = {model: state.summary() for model, state in self.models.items()}
         self._dirty, self._dropped = set(), set()
 

@@ -21,8 +21,7 @@ from starlette.routing import Route
 
 from proxy.testing import run_server, wait_until
 from tests.conftest import Proxy
-from tests.fleet import fleet, leaders, one_leader
-from tests.pg import PostgresServer
+from tests.fleet import leaders, on_postgres, one_leader
 
 LONG = " ".join(["Sure, here is a detailed answer to your question."] * 80)
 
@@ -142,30 +141,16 @@ def test_the_leader_copies_a_request_that_arrived_on_another_replica(tmp_path: P
     """Two replicas on one real PostgreSQL state store: the production request goes to the one that
     does not lead; the leader's canaries are that request, byte for byte as above."""
     up = RecordingUpstream()
-    pg = PostgresServer()
-    pg.start()
-    try:
-        with (
-            run_server(up.app) as server,
-            fleet(
-                tmp_path,
-                2,
-                upstreams=[{"name": "u", "base_url": server.url + "/v1", "models": ["acme-chat"]}],
-                audit={"url": pg.url},
-                state={"url": pg.url},
-                canary={"interval_seconds": 0.5, "per_round": 1},
-            ) as replicas,
-        ):
-            assert wait_until(lambda: one_leader(replicas), timeout=20)
-            (leader,) = leaders(replicas)
-            follower = next(r for r in replicas if r.state()["replica"] != leader)
-            client = openai.OpenAI(
-                base_url=follower.url + "/v1", api_key="unused", default_headers={"x-app-version": "7.4.1"}
-            )
-            production = send_production(up, client)
-            time.sleep(3.0)  # published (1 s), read by the leader (1 s), canaries built before it have arrived
-            canaries = canaries_after(up)
-            assert canaries, "no canary arrived after the production request was seen"
-            assert_copies(production, canaries)
-    finally:
-        pg.destroy()
+    canary = {"interval_seconds": 0.5, "per_round": 1}
+    with run_server(up.app) as server, on_postgres(tmp_path, 2, server.url, ["acme-chat"], canary=canary) as replicas:
+        assert wait_until(lambda: one_leader(replicas), timeout=20)
+        (leader,) = leaders(replicas)
+        follower = next(r for r in replicas if r.state()["replica"] != leader)
+        client = openai.OpenAI(
+            base_url=follower.url + "/v1", api_key="unused", default_headers={"x-app-version": "7.4.1"}
+        )
+        production = send_production(up, client)
+        time.sleep(3.0)  # published (1 s), read by the leader (1 s), canaries built before it have arrived
+        canaries = canaries_after(up)
+        assert canaries, "no canary arrived after the production request was seen"
+        assert_copies(production, canaries)

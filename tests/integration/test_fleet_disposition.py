@@ -15,8 +15,7 @@ import pytest
 
 from proxy.disposition import STRATA, UNFLAGGED
 from proxy.testing import run_server, wait_until
-from tests.fleet import Replica, fleet, one_leader
-from tests.pg import PostgresServer
+from tests.fleet import Replica, on_postgres, one_leader
 from tests.traffic import Traffic
 from tests.whitebox import WhiteBoxUpstream
 
@@ -45,39 +44,34 @@ def drifting(r: Replica) -> set[str]:
 @pytest.mark.timeout(720)
 def test_an_upstream_that_reads_the_classifier_is_caught_by_the_fleets_disposition_watch(tmp_path: Any) -> None:
     up = WhiteBoxUpstream(seed=20)
-    pg = PostgresServer()
-    pg.start()
-    try:
-        with (
-            run_server(up.app) as server,
-            fleet(
-                tmp_path,
-                2,
-                upstreams=[{"name": "u", "base_url": server.url + "/v1", "models": [MODEL]}],
-                audit={"url": pg.url},
-                state={"url": pg.url, "sync_seconds": 0.5},
-                canary={"enabled": False, "production_harmful": {"burn_in": 100}},
-                disposition={"burn_in": 3000, "burn_in_seconds": 120},  # the default: 3000 over 30 minutes
-            ) as replicas,
-        ):
-            assert wait_until(lambda: one_leader(replicas), timeout=20)
-            with Traffic([r.client() for r in replicas], seed=20, rate=RATE) as traffic:
-                assert wait_until(lambda: all(learned(r) for r in replicas), timeout=300, interval=1.0)
-                deadline = time.monotonic() + SAFE_SECONDS
-                while time.monotonic() < deadline:
-                    assert not any(drifting(r) for r in replicas), [disposition(r) for r in replicas]
-                    time.sleep(0.5)
-                up.mode = "evade"
-                switched, before = time.monotonic(), traffic.sent
-                assert wait_until(lambda: any(drifting(r) for r in replicas), timeout=ALARM_WITHIN, interval=0.5)
-                delay, damage, sent = time.monotonic() - switched, up.damage, traffic.sent - before
-                assert wait_until(lambda: all(drifting(r) for r in replicas), timeout=10, interval=0.5)
-                alarms = [drifting(r) for r in replicas]
-        print(
-            f"whitebox: alarm {delay:.0f} s after the switch ({alarms[0]}), after {sent} production requests;"
-            f" {damage} harmful requests answered abliterated before it; {traffic.failed} failed"
-        )
-        assert all(UNFLAGGED in a and "production_harmful" not in a for a in alarms), alarms
-        assert traffic.failed == 0
-    finally:
-        pg.destroy()
+    with (
+        run_server(up.app) as server,
+        on_postgres(
+            tmp_path,
+            2,
+            server.url,
+            [MODEL],
+            state={"sync_seconds": 0.5},
+            canary={"enabled": False, "production_harmful": {"burn_in": 100}},
+            disposition={"burn_in": 3000, "burn_in_seconds": 120},  # the default: 3000 over 30 minutes
+        ) as replicas,
+    ):
+        assert wait_until(lambda: one_leader(replicas), timeout=20)
+        with Traffic([r.client() for r in replicas], seed=20, rate=RATE) as traffic:
+            assert wait_until(lambda: all(learned(r) for r in replicas), timeout=300, interval=1.0)
+            deadline = time.monotonic() + SAFE_SECONDS
+            while time.monotonic() < deadline:
+                assert not any(drifting(r) for r in replicas), [disposition(r) for r in replicas]
+                time.sleep(0.5)
+            up.mode = "evade"
+            switched, before = time.monotonic(), traffic.sent
+            assert wait_until(lambda: any(drifting(r) for r in replicas), timeout=ALARM_WITHIN, interval=0.5)
+            delay, damage, sent = time.monotonic() - switched, up.damage, traffic.sent - before
+            assert wait_until(lambda: all(drifting(r) for r in replicas), timeout=10, interval=0.5)
+            alarms = [drifting(r) for r in replicas]
+    print(
+        f"whitebox: alarm {delay:.0f} s after the switch ({alarms[0]}), after {sent} production requests;"
+        f" {damage} harmful requests answered abliterated before it; {traffic.failed} failed"
+    )
+    assert all(UNFLAGGED in a and "production_harmful" not in a for a in alarms), alarms
+    assert traffic.failed == 0

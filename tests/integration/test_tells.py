@@ -25,8 +25,7 @@ import pytest
 from proxy.extract import prompt_text
 from proxy.testing import run_server, wait_until
 from reference_upstream.corpus import load_corpus
-from tests.fleet import Replica, fleet, one_leader
-from tests.pg import PostgresServer
+from tests.fleet import Replica, on_postgres, one_leader
 from tests.tells import TELLS, TellingUpstream, tells
 
 MODEL = "served-model"
@@ -124,41 +123,29 @@ class Production:
 @pytest.mark.timeout(300)
 def test_no_tell_marks_more_canaries_than_production(tmp_path: Path) -> None:
     up = TellingUpstream()
-    pg = PostgresServer()
-    pg.start()
-    try:
-        with (
-            run_server(up.app) as server,
-            fleet(
-                tmp_path,
-                2,
-                upstreams=[{"name": "u", "base_url": server.url + "/v1", "models": [MODEL]}],
-                audit={"url": pg.url},
-                state={"url": pg.url},
-                canary={"interval_seconds": 2.0, "per_round": 1},
-            ) as replicas,
-        ):
-            assert wait_until(lambda: one_leader(replicas), timeout=20)
-            a = App(
-                "acme",
-                replicas,
-                "You are Acme's support assistant. Answer in one paragraph.",
-                False,
-                organization="org-acme",
-                project="proj-support",
-                default_headers={"x-app-version": "7.4.1"},
-            )
-            b = App(
-                "mobile",
-                replicas,
-                "You are the Shopmate app's helper, friendly and brief.",
-                True,
-                default_headers={"x-client": "shopmate-ios/3.2"},
-            )
-            production = Production([a, b], seed=20)
-            production.run(SECONDS)
-    finally:
-        pg.destroy()
+    with (
+        run_server(up.app) as server,
+        on_postgres(tmp_path, 2, server.url, [MODEL], canary={"interval_seconds": 2.0, "per_round": 1}) as replicas,
+    ):
+        assert wait_until(lambda: one_leader(replicas), timeout=20)
+        a = App(
+            "acme",
+            replicas,
+            "You are Acme's support assistant. Answer in one paragraph.",
+            False,
+            organization="org-acme",
+            project="proj-support",
+            default_headers={"x-app-version": "7.4.1"},
+        )
+        b = App(
+            "mobile",
+            replicas,
+            "You are the Shopmate app's helper, friendly and brief.",
+            True,
+            default_headers={"x-client": "shopmate-ios/3.2"},
+        )
+        production = Production([a, b], seed=20)
+        production.run(SECONDS)
     assert production.failed == 0
     is_production = [(prompt_text("chat", r.body) or "") in production.sent for r in up.records]
     marks = tells(up.records, up.answers)

@@ -143,6 +143,11 @@ def test_the_state_round_trips(traffic) -> None:  # type: ignore[no-untyped-def]
     other, _ = _watch(clock)  # a new leader
     other.load(rows)
     assert other.shown == watch.shown
+    # a row another version wrote (its layout unknown here) is learnt afresh, never a failed start
+    older = {**rows, "old": '{"app": {"strata": {}}}', "garbled": "not json"}
+    newer, _ = _watch(clock)
+    newer.load(older)
+    assert newer.shown == watch.shown and "old" not in newer.models
 
 
 def test_a_baseline_with_nothing_to_detect_still_shows() -> None:

@@ -146,7 +146,8 @@ def test_the_leader_reports_each_tier_once_until_an_operator_rebaselines() -> No
     # every answer is "Sure.": one distinct completion, nothing to fit it on; the prompts vary
     assert not seen and not dropped and watch.state()["m"]["learning"] == ["chat:completion"]
     resumed = ModelFingerprint(Metrics(CollectorRegistry()), observers=[seen.append])  # a new leader
-    resumed.load({model: state for model, _, state in rows})
+    resumed.load({**{model: state for model, _, state in rows}, "old": '{"fits": 1}', "garbled": "{"})
+    assert set(resumed.models) == {"m"}  # rows another version wrote: logged and learnt afresh, never a failed start
     for _ in range(10):
         body = request(rng)
         resumed.observe(observation(exchange(body, counted(body, "bytes"), fingerprint="fp_2")))
