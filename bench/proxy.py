@@ -165,7 +165,7 @@ class Target:
 
 def checkout(ref: str, tmp: Path) -> Path:
     """The repository's files at ``ref``, in a directory of their own."""
-    tree = tmp / "against"
+    tree = tmp / f"against-{ref}"
     tree.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
@@ -212,8 +212,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
     if args.tracing:
         targets.append(guard("refusal-guard-traced", 1, "0", otel=upstream))
         targets.append(guard("refusal-guard-traced-down", 1, "0", otel=f"http://127.0.0.1:{free_port()}"))
-    if args.against:
-        targets.append(guard(f"refusal-guard@{args.against}", 1, "0", tree=checkout(args.against, tmp)))
+    for ref in args.against or []:
+        targets.append(guard(f"refusal-guard@{ref}", 1, "0", tree=checkout(ref, tmp)))
     if args.workers_scaling:
         targets += [guard("refusal-guard-1w-2cores", 1, "0,1"), guard("refusal-guard-2w-2cores", 2, "0,1")]
     if args.state_store:
@@ -277,12 +277,13 @@ def summarise(runs: list[dict[str, Any]], targets: list[Target]) -> dict[str, An
                 within[f"{traced} / refusal-guard rps at c{c}"] = ratio(
                     lambda r, c=c, t=traced: r[t][f"c{c}"]["rps"] / r["refusal-guard"][f"c{c}"]["rps"]
                 )
-    for name in med:
-        if name.startswith("refusal-guard@"):
-            for c in (1, 8, 32):
-                within[f"refusal-guard / {name} rps at c{c}"] = ratio(
-                    lambda r, c=c, n=name: r["refusal-guard"][f"c{c}"]["rps"] / r[n][f"c{c}"]["rps"]
-                )
+    refs = [name for name in med if name.startswith("refusal-guard@")]
+    pairs = [("refusal-guard", ref) for ref in refs] + [(a, b) for i, a in enumerate(refs) for b in refs[i + 1 :]]
+    for newer, older in pairs:  # --against NEWER --against OLDER: each against every ref after it
+        for c in (1, 8, 32):
+            within[f"{newer} / {older} rps at c{c}"] = ratio(
+                lambda r, c=c, a=newer, b=older: r[a][f"c{c}"]["rps"] / r[b][f"c{c}"]["rps"]
+            )
     if "refusal-guard-2w-2cores" in med:
         within["2 workers / 1 worker rps at c32 (both cores)"] = ratio(
             lambda r: r["refusal-guard-2w-2cores"]["c32"]["rps"] / r["refusal-guard-1w-2cores"]["c32"]["rps"]
@@ -332,7 +333,13 @@ def main() -> None:
     p.add_argument("--workers-scaling", action="store_true")
     p.add_argument("--state-store", action="store_true")
     p.add_argument("--tracing", action="store_true", help="also measure refusal-guard with tracing on")
-    p.add_argument("--against", metavar="REF", help="also measure refusal-guard as it was at this git ref")
+    p.add_argument(
+        "--against",
+        metavar="REF",
+        action="append",
+        help="also measure refusal-guard as it was at this git ref (repeatable)",
+    )
+    p.add_argument("--out", help="the results' name under bench/results (default: from the options)")
     args = p.parse_args()
     os.sched_setaffinity(0, {1})  # this process is a client (stream timing), on the load generator's core
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
@@ -373,7 +380,7 @@ def main() -> None:
         if pg is not None:
             pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
-    name = "proxy-ab" if args.against or args.tracing else "proxy-state" if args.state_store else "proxy"
+    name = args.out or ("proxy-ab" if args.against or args.tracing else "proxy-state" if args.state_store else "proxy")
     save(name, results, markdown(results))
 
 
