@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from detectors.train_harm import load_requests
 from proxy.canary.suites import builtin_suite
 from proxy.canary.variants import SYNONYMS
 from proxy.extract import prompt_text, system_text
@@ -95,6 +96,15 @@ class TellingUpstream:
                 seen.read_to_end = sent > (len(words) + 7) // 8
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def unshipped_harmful() -> list[str]:
+    """Harmful requests no canary suite holds (HarmBench's contextual behaviours, in the harmful-request
+    classifier's data), for production traffic: real users' harmful requests are not a public
+    benchmark's, and production drawn from the canaries' own pool made canaries "repeat" what
+    production had just sent (a collision of the test's, not a tell an upstream sees in real traffic)."""
+    shipped = {p.prompt for s in ("harmful", "benign") for p in builtin_suite(s).prompts}
+    return [r.text for r in load_requests() if r.harmful and r.text not in shipped]
 
 
 def _words(text: str) -> list[str]:

@@ -2,8 +2,9 @@
 (:mod:`tests.tells`), behind 2 replicas on one real PostgreSQL. Production is two apps on one model
 through the official openai SDK: app A with an organisation and a project (headers the relay
 forwards and the store must not hold), not streamed; app B streamed; each with its own users, who
-come back and send their earlier exchange with the model as the conversation's earlier turns. The
-canary leader copies requests that arrived on either replica.
+come back and send their earlier exchange with the model as the conversation's earlier turns; 15 %
+of requests are harmful, from prompts no canary suite holds (:func:`tests.tells.unshipped_harmful`).
+The canary leader copies requests that arrived on either replica.
 
 A tell holds when it marks no larger share of canaries than of production requests (within 5
 points, the noise of ~100 canaries). The ``suite`` tell is measured and not asserted: the shipped
@@ -24,9 +25,8 @@ import pytest
 
 from proxy.extract import prompt_text
 from proxy.testing import run_server, wait_until
-from reference_upstream.corpus import load_corpus
 from tests.fleet import Replica, on_postgres, one_leader
-from tests.tells import TELLS, TellingUpstream, tells
+from tests.tells import TELLS, TellingUpstream, tells, unshipped_harmful
 
 MODEL = "served-model"
 RATE = 8.0  # production requests per second
@@ -84,7 +84,7 @@ class App:
 class Production:
     def __init__(self, apps: list[App], seed: int) -> None:
         self.apps, self.rng = apps, random.Random(seed)
-        self.harmful = load_corpus().harmful_prompts()
+        self.harmful = unshipped_harmful()
         self.sent: set[str] = set()  # every last user turn production sent
         self.failed = 0
         self.lock = threading.Lock()
