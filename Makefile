@@ -19,7 +19,7 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,litellm,postgres,llamacpp,forensics,report,otel]'
+	$(BIN)/pip install -q -e '.[dev,litellm,postgres,llamacpp,forensics,report,otel,judge]'
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed

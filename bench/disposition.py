@@ -19,7 +19,8 @@ refuse some prompts always and others never). Nothing here is an HTTP request: t
   the harmful share moves from 1 to 15 % on its own daily cycle, and on day 3 a second app arrives
   with its own wording (a third of the traffic from then on). Alarms per model and statistic.
 
-Writes ``bench/results/disposition.{json,md}``.
+``--judge`` adds the secret judge's statistic (``production_judged``, every answer judged).
+Writes ``bench/results/disposition.{json,md}`` (``disposition-judge`` with ``--judge``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from reference_upstream.corpus import load_corpus  # noqa: E402
 WORDINGS = ("Ticket 4471, from the help desk. {}\nThanks in advance.", "[mobile app] user asks: {}")
 MODELS = {"strict": (0.97, 0.03), "usual": (0.92, 0.012), "lenient": (0.80, 0.005)}  # refusal: harmful, ordinary
 SHARES = (0.05, 0.10, 0.20, 0.50, 1.00)
-Prompt = tuple[float, bool, bool, float]  # score, flagged, harmful, this model's refusal probability
+Prompt = tuple[float, bool, bool, float, float]  # score, flagged, harmful, this model's refusal probability, judge's
 
 
 class Clock:
@@ -59,12 +60,15 @@ class Clock:
         return self.t
 
 
-def scored(clf: HarmfulRequestClassifier, wording: str) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+Scored = tuple[float, bool, float]  # harm-lr's score and call, the secret judge's score (0 without it)
+
+
+def scored(clf: HarmfulRequestClassifier, wording: str, judge: Any = None) -> tuple[list[Scored], list[Scored]]:
     corpus = load_corpus()
 
-    def one(p: str) -> tuple[float, bool]:
+    def one(p: str) -> Scored:
         s = clf.score(wording.format(p))
-        return s, s >= clf.threshold
+        return s, s >= clf.threshold, judge.score(wording.format(p)) if judge is not None else 0.0
 
     return [one(p) for p in corpus.harmful_prompts()], [one(p) for p in corpus.benign_prompts()]
 
@@ -77,13 +81,17 @@ def model_prompts(
     out = []
     for i, (items, mean) in enumerate(zip(scores, rates, strict=True)):
         a, b = 2 * mean, 2 * (1 - mean)
-        out.append([(s, f, i == 0, rng.betavariate(a, b)) for s, f in items])
+        out.append([(s, f, i == 0, rng.betavariate(a, b), j) for s, f, j in items])
     return out
+
+
+JUDGED = [False]  # --judge: every answer also feeds production_judged (the judge's sample is all of them here)
 
 
 def watch(clock: Clock) -> DispositionWatch:
     metrics = Metrics(CollectorRegistry())
-    return DispositionWatch(DispositionSettings(), DriftMonitor(CanarySettings(), metrics, clock=clock), metrics, clock)
+    drift = DriftMonitor(CanarySettings(), metrics, clock=clock)
+    return DispositionWatch(DispositionSettings(), drift, metrics, clock, judged=JUDGED[0])
 
 
 def alarm(w: DispositionWatch, model: str) -> bool:
@@ -111,6 +119,8 @@ def run(w: DispositionWatch, clock: Clock, prompts: list[list[Prompt]], seconds:
         answered, harm = answer(p, rng)
         damage += harm
         w.observe(model, app, p[0], p[1], answered)
+        if JUDGED[0]:
+            w.judged(model, app, p[4], p[4] >= 0.5, answered)
         now = alarm(w, model)
         if now and not was:
             alarms += 1
@@ -167,9 +177,9 @@ def _whitebox(p: Prompt, rng: random.Random) -> tuple[bool, bool]:
     return safe(p, rng) if p[1] else (True, p[2])
 
 
-def week(days: float, seed: int) -> dict[str, Any]:
+def week(days: float, seed: int, judge: Any = None) -> dict[str, Any]:
     clf = HarmfulRequestClassifier.load()
-    apps = [scored(clf, w) for w in WORDINGS]
+    apps = [scored(clf, w, judge) for w in WORDINGS]
     out = {}
     for name, rates in MODELS.items():
         rng = random.Random(seed)
@@ -215,16 +225,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--days", type=float, default=7.0)
+    p.add_argument(
+        "--judge", action="store_true", help="with the secret judge (the judge extra): production_judged too"
+    )
     args = p.parse_args()
     began = time.monotonic()
     clf = HarmfulRequestClassifier.load()
-    rows = delays(scored(clf, WORDINGS[0]), args.seeds)
-    weekly = week(args.days, seed=1)
+    judge = None
+    if args.judge:
+        from detectors.judge import SecretJudge
+
+        JUDGED[0], judge = True, SecretJudge.train(b"bench-disposition")
+    rows = delays(scored(clf, WORDINGS[0], judge), args.seeds)
+    weekly = week(args.days, seed=1, judge=judge)
     s = DispositionSettings()
     md = (
         f"Default settings (burn-in {s.burn_in} answers over {s.burn_in_seconds:.0f} s, factors {list(s.factors)}, "
         f"one false alarm per model per {s.false_alarm_days:.0f} days by design), simulated time, {args.seeds} seeds; "
-        "model `usual` (refuses 92 % of harmful and 1.2 % of ordinary prompts); 15 % harmful traffic.\n\n"
+        + ("with the secret judge (production_judged too); " if args.judge else "")
+        + "model `usual` (refuses 92 % of harmful and 1.2 % of ordinary prompts); 15 % harmful traffic.\n\n"
         "| upstream | req/s | seconds to the alarm: median (worst) | harmful requests answered before it: median (worst) |\n"
         "|---|---|---|---|\n"
         + "".join(
@@ -239,9 +258,11 @@ def main() -> None:
             + " |\n"
             for m, r in weekly.items()
         )
-        + f"\n`python bench/disposition.py --seeds {args.seeds} --days {args.days:g}`: {time.monotonic() - began:.0f} s.\n"
+        + f"\n`python bench/disposition.py --seeds {args.seeds} --days {args.days:g}{' --judge' if args.judge else ''}`: "
+        f"{time.monotonic() - began:.0f} s.\n"
     )
-    save("disposition", {"delays": rows, "week": weekly, "seeds": args.seeds, "days": args.days}, md)
+    name = "disposition-judge" if args.judge else "disposition"
+    save(name, {"delays": rows, "week": weekly, "seeds": args.seeds, "days": args.days, "judge": args.judge}, md)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a
 ``--tracing`` adds refusal-guard with OpenTelemetry tracing on, every request sampled, exporting
 over OTLP/HTTP to the fake upstream (which accepts and drops the spans), and the same with its
 collector down (a port nothing listens on).
+``--judge`` adds refusal-guard with the secret judge off (by default it is on when the ``judge`` extra
+is installed, sampling within its budget of a core: the same core as the proxy here), and with a
+budget of 2 % of a core.
 ``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
 own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
 Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,
@@ -185,7 +188,13 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
     targets = [Target("direct", None, upstream)]
 
     def guard(
-        name: str, workers: int, cores: str, state: str | None = None, tree: Path | None = None, otel: str = ""
+        name: str,
+        workers: int,
+        cores: str,
+        state: str | None = None,
+        tree: Path | None = None,
+        otel: str = "",
+        judge: dict[str, Any] | None = None,
     ) -> Target:
         port = free_port()
         cfg = tmp / f"{name}.yaml"
@@ -202,6 +211,8 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         settings["state"] = {"url": state if state is not None else f"sqlite:///{tmp}/{name}-state.db"}
         if otel:
             settings["otel"] = {"endpoint": otel, "sample_ratio": 1.0}
+        if judge is not None:
+            settings["judge"] = judge
         cfg.write_text(yaml.safe_dump(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
         url = f"http://127.0.0.1:{port}"
@@ -212,6 +223,9 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
     if args.tracing:
         targets.append(guard("refusal-guard-traced", 1, "0", otel=upstream))
         targets.append(guard("refusal-guard-traced-down", 1, "0", otel=f"http://127.0.0.1:{free_port()}"))
+    if args.judge:
+        targets.append(guard("refusal-guard-judge-off", 1, "0", judge={"enabled": False}))
+        targets.append(guard("refusal-guard-judge-0.02", 1, "0", judge={"budget": 0.02}))
     for ref in args.against or []:
         targets.append(guard(f"refusal-guard@{ref}", 1, "0", tree=checkout(ref, tmp)))
     if args.workers_scaling:
@@ -333,6 +347,7 @@ def main() -> None:
     p.add_argument("--workers-scaling", action="store_true")
     p.add_argument("--state-store", action="store_true")
     p.add_argument("--tracing", action="store_true", help="also measure refusal-guard with tracing on")
+    p.add_argument("--judge", action="store_true", help="also measure refusal-guard with the secret judge off")
     p.add_argument(
         "--against",
         metavar="REF",
@@ -380,7 +395,9 @@ def main() -> None:
         if pg is not None:
             pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
-    name = args.out or ("proxy-ab" if args.against or args.tracing else "proxy-state" if args.state_store else "proxy")
+    name = args.out or (
+        "proxy-ab" if args.against or args.tracing or args.judge else "proxy-state" if args.state_store else "proxy"
+    )
     save(name, results, markdown(results))
 
 

@@ -162,6 +162,16 @@ def overview() -> dict[str, Any]:
                 w=6,
             ),
             panel(
+                "Secret judge: sample and outcomes",
+                "The share of production requests the secret judge samples now (1: every one; it falls as load "
+                "rises, within its budget of a core), and per second the requests it judged, skipped (outside the "
+                "sample), shed (its queue full) or failed on. Its calls feed production_judged.",
+                [
+                    ("min(refusal_guard_judge_sample_ratio)", "sample ratio"),
+                    ("sum by (outcome) (rate(refusal_guard_judge_requests_total[5m]))", "{{outcome}} /s"),
+                ],
+            ),
+            panel(
                 "Traffic by status",
                 "Requests per second through the proxy, per model and HTTP status.",
                 [("sum by (model, code) (rate(refusal_guard_requests_total[5m]))", "{{model}} {{code}}")],

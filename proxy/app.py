@@ -30,6 +30,7 @@ from proxy.classify import Classifier
 from proxy.disposition import DispositionWatch
 from proxy.fingerprint import ModelFingerprint, ObserveFingerprint
 from proxy.harmful import HarmfulWatch
+from proxy.judging import build_judge
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline
@@ -67,6 +68,12 @@ def build_tracing(settings: Settings, metrics: Metrics) -> Tracing:
     return OtelTracing(otel, metrics, privacy=settings.audit.privacy)
 
 
+def load_harm(settings: Settings) -> HarmfulRequestClassifier | None:
+    """The public harmful-request classifier, when a statistic reads it (production_harmful, disposition)."""
+    watched = settings.canary.production_harmful.enabled or settings.disposition.enabled
+    return HarmfulRequestClassifier.load() if watched else None
+
+
 def create_app(
     settings: Settings,
     *,
@@ -79,10 +86,10 @@ def create_app(
 ) -> FastAPI:
     """Build the proxy app.
 
-    >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}]))
+    >>> app = create_app(Settings(upstreams=[{"name": "u", "base_url": "http://127.0.0.1:9/v1"}], judge={"enabled": True}))
     >>> [type(stage).__name__ for stage in app.state.pipeline.stages]  # doctest: +NORMALIZE_WHITESPACE
     ['LearnModelNames', 'CountVerdicts', 'ObserveFingerprint', 'LogLine', 'Audit', 'TrafficShape', 'PublishOutcomes',
-     'CanaryFeedback']
+     'JudgeRequests', 'CanaryFeedback']
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
@@ -102,9 +109,9 @@ def create_app(
     router = Router(catalog, drift=drift, canary=canary)
     shape, shift = TrafficShape(clock), ProductionShift(metrics, settings.shift, clock)
     fingerprint = ModelFingerprint(metrics, notifier, observers, clock)  # served model changed: the leader's
-    disposition = DispositionWatch(settings.disposition, drift, metrics, clock)  # the leader's, per model
-    watched = canary.production_harmful.enabled or settings.disposition.enabled
-    harm = HarmfulRequestClassifier.load() if watched else None
+    judge = build_judge(settings, suites, outbox, metrics)  # the secret judge's sample (None: off)
+    disposition = DispositionWatch(settings.disposition, drift, metrics, clock, judged=judge is not None)
+    harm = load_harm(settings)
     classifier = Classifier(detector if detector is not None else load_detector(settings.detector), metrics, harm)
     pipeline = Pipeline(  # the stages after an answer, in order
         classifier,
@@ -117,6 +124,7 @@ def create_app(
             *([Trace(tracing)] if tracing.enabled else []),
             shape,
             PublishOutcomes(outbox, canary, settings.shift, settings.disposition, metrics, clock),
+            *([judge] if judge else []),
             CanaryFeedback(drift, suites, metrics),
         ],
         metrics,
@@ -138,7 +146,7 @@ def create_app(
     scheduler: CanaryScheduler | None = None
     if canary.enabled:  # a harmful canary's stratum is the shipped classifier's call on it, when it is loaded
         scheduler = CanaryScheduler(canary, suites, router, pipeline, metrics, shape, harm=harm, clock=clock)
-    harm_watch = HarmfulWatch(canary, drift, metrics)
+    harm_watch = HarmfulWatch(canary, drift, metrics, clock)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
         settings.state.url or "memory://", settings.state, replica=replica, drift=drift, harm=harm_watch, shift=shift,
         fingerprint=fingerprint, disposition=disposition, shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics,
@@ -153,14 +161,14 @@ def create_app(
         openai.router(service, auth, settings.passthrough),
     ]
     lifespan = Lifecycle(
-        classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir, tracing
+        classifier.detector, ups, pipeline, catalog, notifier, audit, sync, settings.metrics_dir, tracing, judge
     )
     fast = openai.fast_lane(service, auth)  # the classified endpoints, past FastAPI (the reason: there)
     app = front_door(routers, lifespan, ids=ids, rejected=service.rejected, fast=fast)
     parts = dict(
         service=service, pipeline=pipeline, metrics=metrics, settings=settings, drift=drift, scheduler=scheduler,
         sync=sync, catalog=catalog, audit=audit, shift=shift, progress=progress, tracing=tracing,
-        fingerprint=fingerprint, disposition=disposition,
+        fingerprint=fingerprint, disposition=disposition, judge=judge,
     )  # fmt: skip
     for name, part in parts.items():  # what tests and operators look at
         setattr(app.state, name, part)

@@ -76,7 +76,13 @@ def variable(path: tuple[str, ...]) -> str:
 
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return (text or str(annotation)).replace("typing.", "").replace("proxy.settings.", "").replace("__main__.", "")
+    return (
+        (text or str(annotation))
+        .replace("typing.", "")
+        .replace("proxy.settings.", "")
+        .replace("proxy.watch_settings.", "")
+        .replace("__main__.", "")
+    )
 
 
 def reference(model: type[BaseModel]) -> str:

@@ -13,6 +13,8 @@ flagged request answered), with quarantine policies applied as for canaries. Cal
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.canary.cusum import CusumDesign, design_for
@@ -20,8 +22,9 @@ from proxy.canary.drift import PRODUCTION_HARMFUL, DriftMonitor
 from proxy.canary.suites import Suite
 from proxy.logs import logger
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, HarmfulWatchSettings
+from proxy.settings import CanarySettings
 from proxy.state.records import Calibration
+from proxy.watch_settings import HarmfulWatchSettings
 
 SUITE = Suite(PRODUCTION_HARMFUL, "refusal", (), design_key=PRODUCTION_HARMFUL)
 
@@ -30,7 +33,10 @@ SUITE = Suite(PRODUCTION_HARMFUL, "refusal", (), design_key=PRODUCTION_HARMFUL)
 class _Calibration:
     seen: int = 0
     answered: int = 0
-    design: CusumDesign | None = None  # None until the burn-in ends (or at once, when p0 is configured)
+    design: CusumDesign | None = None  # None until the burn-in ends
+    rate: float | None = None  # flagged requests per second over the burn-in
+    first: float | None = None  # when this leader saw the burn-in's first flagged request (or resumed it)
+    timed: int = 0  # flagged requests seen since ``first``
 
 
 class HarmfulWatch:
@@ -38,12 +44,15 @@ class HarmfulWatch:
     outcomes reach it through the state store: :class:`proxy.state.outbox.PublishOutcomes`); one
     calibration per model, stored with the statistics so a new leader resumes the burn-in."""
 
-    def __init__(self, canary: CanarySettings, drift: DriftMonitor, metrics: Metrics) -> None:
+    def __init__(
+        self, canary: CanarySettings, drift: DriftMonitor, metrics: Metrics, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = canary.production_harmful
         self.canary = canary
         self.drift = drift
         self.metrics = metrics
-        self._burn_in_design: CusumDesign | None = None  # designed on first use: the ARL solve is not free
+        self.clock = clock
+        self._provisional: dict[float, CusumDesign] = {}  # during burn-ins, per p0: the ARL solve is not free
         self._models: dict[str, _Calibration] = {}
         self._dirty: set[str] = set()
 
@@ -57,7 +66,7 @@ class HarmfulWatch:
     def changed(self) -> list[Calibration]:
         """The calibrations that moved since the last call (what the leader writes next)."""
         out = [
-            Calibration(m, c.seen, c.answered, c.design.p0 if c.design else None)
+            Calibration(m, c.seen, c.answered, c.design.p0 if c.design else None, c.rate)
             for m in sorted(self._dirty)
             if (c := self._models.get(m)) is not None
         ]
@@ -65,50 +74,67 @@ class HarmfulWatch:
         return out
 
     def load(self, calibrations: list[Calibration]) -> None:
-        """Resume the stored calibrations (a new leader)."""
+        """Resume the stored calibrations (a new leader). A burn-in under way goes on (its timing afresh:
+        the rate is measured on this leader's clock); a row an earlier release wrote has no rate and is
+        learnt again."""
         self._models.clear()
         self._dirty.clear()
         for k in calibrations:
-            cal = self._models[k.model] = _Calibration(k.seen, k.answered)
-            if k.p0 is not None:
-                cal.design = self._designed(k.p0)
-            self.metrics.harmful_in_control.labels(k.model).set(k.p0 if k.p0 is not None else self.settings.ceiling)
+            done = k.p0 is not None and k.rate is not None
+            cal = self._models[k.model] = _Calibration(k.seen, k.answered) if done or k.p0 is None else _Calibration()
+            if done:
+                assert k.p0 is not None
+                cal.rate, cal.design = k.rate, self._designed(k.p0, k.rate)
+            self.metrics.harmful_in_control.labels(k.model).set(cal.design.p0 if cal.design else self._p0(k.model))
+
+    def _p0(self, model: str) -> float:
+        """The burn-in's p0: the configured in-control rate, else the ceiling."""
+        return self.canary.policy(model).harmful_in_control or self.settings.in_control or self.settings.ceiling
 
     def design(self, model: str, *, answered: bool) -> CusumDesign:
-        """The model's design after this flagged request: configured, calibrated, or the burn-in's."""
+        """The model's design after this flagged request: calibrated, or the burn-in's (at the configured
+        p0, else the ceiling; designed for the assumed rate until the burn-in has measured it)."""
         cal = self._models.get(model)
         if cal is None:
             cal = self._models[model] = _Calibration()
-            configured = self.canary.policy(model).harmful_in_control or self.settings.in_control
-            if configured is not None:
-                cal.design = self._designed(configured)
-            self.metrics.harmful_in_control.labels(model).set(cal.design.p0 if cal.design else self.settings.ceiling)
+            self.metrics.harmful_in_control.labels(model).set(self._p0(model))
         if cal.design is not None:
             return cal.design
+        now = self.clock()
         cal.seen += 1
         cal.answered += answered
-        if cal.seen < self.settings.burn_in:
-            if self._burn_in_design is None:
-                self._burn_in_design = self._designed(self.settings.ceiling)
-            return self._burn_in_design
+        cal.first = now if cal.first is None else cal.first
+        cal.timed += 1
+        if cal.seen < self.settings.burn_in or cal.timed < min(self.settings.burn_in, 50):
+            p0 = self._p0(model)
+            if p0 not in self._provisional:
+                self._provisional[p0] = self._designed(p0, None)
+            return self._provisional[p0]
         s = self.settings
         learned = cal.answered / cal.seen
-        cal.design = self._designed(min(s.ceiling, max(s.floor, learned)))
+        configured = self.canary.policy(model).harmful_in_control or s.in_control
+        cal.rate = cal.timed / max(1.0, now - cal.first)
+        cal.design = self._designed(configured or min(s.ceiling, max(s.floor, learned)), cal.rate)
         self.metrics.harmful_in_control.labels(model).set(cal.design.p0)
         logger.info(
             "harmful_watch_calibrated",
             model=model,
             flagged=cal.seen,
             answered_share=round(learned, 4),
+            flagged_per_second=round(cal.rate, 4),
             p0=cal.design.p0,
             p1=round(cal.design.p1, 4),
             h=cal.design.h,
-            capped=learned > s.ceiling,
+            capped=configured is None and learned > s.ceiling,
         )
         return cal.design
 
-    def _designed(self, p0: float) -> CusumDesign:
-        return design_for(p0, p0 + self.settings.shift * (1 - p0), self.settings.target_arl)
+    def _designed(self, p0: float, rate: float | None) -> CusumDesign:
+        """One false alarm per ``false_alarm_days`` at ``rate`` flagged requests per second (the assumed
+        rate when None): a design in time, whatever the model's traffic."""
+        s = self.settings
+        target = s.false_alarm_days * 86400 * (rate if rate is not None else s.assumed_rate)
+        return design_for(p0, p0 + s.shift * (1 - p0), max(target, 2.0))
 
 
 def expected_rates(
@@ -145,7 +171,7 @@ def delay_table(
         flagged, p0, p1 = expected_rates(share, recall, fpr, safe_answers, abliterated_answers)
         per_second = rate * flagged
         note = "" if p0 <= s.ceiling else f" (above the {s.ceiling:g} ceiling: set `in_control`)"
-        d = design_for(p0, p0 + s.shift * (1 - p0), s.target_arl)
+        d = design_for(p0, p0 + s.shift * (1 - p0), s.false_alarm_days * 86400 * per_second)
         rows.append(
             f"| {share:.0%} | {per_second:.2f} | {p0:.3f}{note} | {p1:.3f} | {d.h} | {d.arl(p1):.1f} "
             f"| {d.arl(p1) / per_second:.0f} s | {d.arl(p0) / per_second / 86400:.1f} days |"

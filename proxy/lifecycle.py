@@ -16,6 +16,7 @@ from detectors import Detector
 from proxy.audit.writer import AuditWriter
 from proxy.canary.notify import Notifier
 from proxy.catalog import ModelCatalog
+from proxy.judging import JudgeRequests
 from proxy.logs import logger
 from proxy.pipeline import Pipeline
 from proxy.state.sync import StateSync
@@ -37,12 +38,15 @@ class Lifecycle:
     sync: StateSync
     metrics_dir: str | None
     tracing: Tracing = field(default_factory=NoTracing)
+    judge: JudgeRequests | None = None
 
     @asynccontextmanager
     async def __call__(self, app: Any) -> AsyncIterator[None]:
         if self.audit is not None:
             self.audit.start()
         self.pipeline.start()
+        if self.judge is not None:
+            self.judge.start()  # trains the secret head in its own thread
         await self.catalog.refresh()  # learn the upstreams' own model names for metric labels
         await self.sync.start()
         # Everything loaded so far (detector vocabulary, suites, modules) lives as long as the process:
@@ -71,6 +75,8 @@ class Lifecycle:
         finally:
             await self.sync.stop()
             await self.pipeline.stop()
+            if self.judge is not None:
+                await asyncio.to_thread(self.judge.stop)
             await self.notifier.aclose()
             if self.audit is not None:
                 await asyncio.to_thread(self.audit.stop)

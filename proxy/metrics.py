@@ -177,6 +177,19 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.judge_requests = Counter(
+            "refusal_guard_judge_requests_total",
+            "Production requests offered to the secret judge, by outcome (judged; skipped: outside the "
+            "sample; shed: its queue was full; failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.judge_sample_ratio = Gauge(
+            "refusal_guard_judge_sample_ratio",
+            "The share of production requests the secret judge samples now (1: every one; it falls as load rises).",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
         self.canary_leader = Gauge(
             "refusal_guard_canary_leader",
             "1 on the replica that holds the canary leader's lease (it sends the canaries), else 0; summed over a "

@@ -22,6 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from proxy.envsource import PREFIX as ENV_PREFIX
 from proxy.envsource import from_environment, merge, reference
 from proxy.paths import DEFAULT_PASSTHROUGH
+from proxy.watch_settings import (
+    DispositionSettings,
+    DriftDesign,
+    FingerprintSettings,
+    HarmfulWatchSettings,
+    JudgeSettings,
+    ModelPolicy,
+    ShiftSettings,
+)
 
 
 def is_glob(name: str) -> bool:
@@ -35,6 +44,11 @@ def is_glob(name: str) -> bool:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def variable(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of the variable a setting names (a secret, a salt, a key); None when unset or empty."""
+    return ((os.environ if environ is None else environ).get(name) or None) if name else None
 
 
 class Timeouts(_Frozen):
@@ -69,9 +83,7 @@ class UpstreamConfig(_Frozen):
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The upstream key, read from the variable the config names; never logged."""
-        if not self.api_key_env:
-            return None
-        return (os.environ if environ is None else environ).get(self.api_key_env) or None
+        return variable(self.api_key_env, environ)
 
     def serves(self, model: str) -> str | None:
         """The configured model pattern that matches ``model``, or None."""
@@ -93,44 +105,6 @@ class ClientKey(_Frozen):
     @staticmethod
     def digest(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
-
-
-class DriftDesign(_Frozen):
-    """Bernoulli CUSUM of one suite: in-control failure rate ``p0``, rate to detect fast ``p1``, threshold ``h``."""
-
-    p0: float = 0.10
-    p1: float = 0.50
-    h: int = 60
-
-
-class HarmfulWatchSettings(_Frozen):
-    """Suite ``production_harmful``: how each model answers the production requests the harmful-request
-    classifier flags (:mod:`proxy.harmful`). A failure is such a request answered (``compliance``).
-
-    A safe model answers some flagged requests too, so the in-control failure rate ``p0`` is per
-    model: ``in_control`` when set (here or in its policy), else learned from its first ``burn_in``
-    flagged requests, capped at ``ceiling`` (the burn-in runs against ``p0 = ceiling``). The test is
-    designed for ``p1 = p0 + shift * (1 - p0)`` with the smallest threshold whose exact in-control
-    average run length is at least ``target_arl`` flagged requests (docs/production-monitor.md).
-    """
-
-    enabled: bool = True
-    in_control: float | None = Field(default=None, gt=0, lt=1)
-    burn_in: int = Field(default=200, ge=1)
-    floor: float = Field(default=0.02, gt=0, lt=1)
-    ceiling: float = Field(default=0.9, gt=0, lt=1)
-    shift: float = Field(default=0.5, gt=0, lt=1)
-    target_arl: float = Field(default=1_000_000, gt=1)
-
-
-class ModelPolicy(_Frozen):
-    """What happens to a model's traffic when its canaries drift."""
-
-    action: Literal["observe", "quarantine"] = "observe"
-    fallback_upstream: str | None = None  # quarantine routes here instead of answering 503
-    harmful: DriftDesign | None = None  # per-model overrides of the suite designs
-    benign: DriftDesign | None = None
-    harmful_in_control: float | None = Field(default=None, gt=0, lt=1)  # production_harmful's p0 for this model
 
 
 class CanarySettings(_Frozen):
@@ -164,7 +138,7 @@ class CanarySettings(_Frozen):
 
     def variant_seed(self, environ: Mapping[str, str] | None = None) -> bytes | None:
         """The secret seed of canary variants, from the variable the config names; None when unset."""
-        value = (os.environ if environ is None else environ).get(self.variant_seed_env)
+        value = variable(self.variant_seed_env, environ)
         return value.encode() if value else None
 
     def design(self, model: str, suite: str) -> DriftDesign:
@@ -176,12 +150,9 @@ class AuditSettings(_Frozen):
     """The audit log: where records go, how durable, how private, and for how long."""
 
     enabled: bool = True
-    url: str = (
-        "sqlite:///var/audit.db"  # sqlite:///relative, sqlite:////absolute, postgresql://..., jsonl:///path, jsonl://-
-    )
-    durability: Literal["default", "strict"] = (
-        "default"  # strict: a response completes only once its record is committed
-    )
+    # sqlite:///relative, sqlite:////absolute, postgresql://..., jsonl:///path, jsonl://-
+    url: str = "sqlite:///var/audit.db"
+    durability: Literal["default", "strict"] = "default"  # strict: a response completes once its record is committed
     privacy: Literal["full", "redact", "hash", "metadata"] = "full"
     redact_patterns: tuple[str, ...] = ()  # extra regexes, on top of emails, phone numbers and key-like strings
     hash_salt_env: str = "REFUSAL_GUARD_AUDIT_SALT"  # privacy: hash salts content with this variable's value
@@ -195,7 +166,7 @@ class AuditSettings(_Frozen):
 
     def hash_salt(self, environ: Mapping[str, str] | None = None) -> str:
         """The salt for ``privacy: hash``, read from the variable the config names; never logged."""
-        return (os.environ if environ is None else environ).get(self.hash_salt_env, "")
+        return variable(self.hash_salt_env, environ) or ""
 
 
 class StateSettings(_Frozen):
@@ -223,49 +194,11 @@ class OtelSettings(_Frozen):
         return self.endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
 
     def headers(self, environ: Mapping[str, str] | None = None) -> str | None:
-        return (os.environ if environ is None else environ).get(self.headers_env) if self.headers_env else None
+        return variable(self.headers_env, environ)
 
     def latest(self, environ: Mapping[str, str] | None = None) -> bool:  # the latest GenAI names only
         opt_in = (os.environ if environ is None else environ).get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
         return "gen_ai_latest_experimental" in opt_in.split(",")
-
-
-class ShiftSettings(_Frozen):
-    """The production refusal-rate shift test (:mod:`proxy.shift`): recent window against baseline."""
-
-    bucket_seconds: float = 60.0
-    recent_seconds: float = 3600.0
-    baseline_seconds: float = 7 * 86400.0
-    min_samples: int = 200
-    z: float = 4.0
-    min_relative: float = 0.5
-
-
-class DispositionSettings(_Frozen):
-    """Risk-adjusted refusal CUSUMs on every production answer per model and app: one test per factor
-    the refusals above the model's floor fall by, together one false alarm per model per
-    ``false_alarm_days``; ``quarantine``: the model's policy acts on them (docs/disposition.md)."""
-
-    enabled: bool = True
-    burn_in: int = Field(default=3000, ge=20)
-    burn_in_seconds: float = Field(default=1800.0, ge=0)
-    factors: tuple[float, ...] = Field(default=(1.5, 4.0, 16.0), min_length=1)
-    false_alarm_days: float = Field(default=60.0, gt=0)
-    refresh_seconds: float = Field(default=900.0, gt=0)
-    memory_days: float = Field(default=0.25, gt=0)
-    guard_z: float = Field(default=3.0, gt=0)
-    share_seconds: float = Field(default=600.0, gt=0)  # the harmful share's time constant
-    max_apps: int = Field(default=16, ge=1)  # apps learnt apart per model; the rest share one
-    quarantine: bool = False
-
-
-class FingerprintSettings(_Frozen):
-    """The served-model fingerprint (:mod:`proxy.fingerprint`): which answers each replica reads for it."""
-
-    enabled: bool = True
-    # production answers read per model and second on each replica (canaries: every one); the leader
-    # fits the union, so a few a second are plenty and the stage costs nothing on the rest
-    production_per_second: float = Field(default=5.0, ge=0)
 
 
 class EdgeSettings(_Frozen):
@@ -305,6 +238,7 @@ class Settings(_Frozen):
     otel: OtelSettings = OtelSettings()
     fingerprint: FingerprintSettings = FingerprintSettings()
     disposition: DispositionSettings = DispositionSettings()
+    judge: JudgeSettings = JudgeSettings()
     edge: EdgeSettings = EdgeSettings()
     # prometheus-client multiprocess mode (several workers): where every process writes its samples
     metrics_dir: str | None = None

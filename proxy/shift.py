@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from proxy.logs import logger
 from proxy.metrics import Metrics
-from proxy.settings import ShiftSettings
+from proxy.watch_settings import ShiftSettings
 
 
 def two_proportion_z(k1: float, n1: float, k2: float, n2: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from proxy.testing import free_port, wait_http
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "fleet-admin-key"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+# the deployment's secret, the same on every replica as an operator sets it: the secret judge's head
+JUDGE_SECRET = secrets.token_hex(16)
 
 
 class Replica:
@@ -39,7 +42,11 @@ class Replica:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        env = {**os.environ, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env = {
+            **os.environ,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "REFUSAL_GUARD_JUDGE_SECRET": JUDGE_SECRET,
+        }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "serve", "--config", str(self.cfg)], cwd=ROOT, env=env

@@ -98,13 +98,14 @@ class TellingUpstream:
         return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def unshipped_harmful() -> list[str]:
-    """Harmful requests no canary suite holds (HarmBench's contextual behaviours, in the harmful-request
-    classifier's data), for production traffic: real users' harmful requests are not a public
-    benchmark's, and production drawn from the canaries' own pool made canaries "repeat" what
-    production had just sent (a collision of the test's, not a tell an upstream sees in real traffic)."""
+def unshipped(harmful: bool) -> list[str]:
+    """Requests no canary suite holds, from the harmful-request classifier's data: harmful, HarmBench's
+    contextual behaviours (100); ordinary, Self-Instruct's tasks. For production traffic (real users'
+    harmful requests are not a public benchmark's: production drawn from the canaries' own pool made
+    canaries "repeat" what production had just sent, a collision of the test's, not a tell an upstream
+    sees in real traffic) and for a deployment's private suites."""
     shipped = {p.prompt for s in ("harmful", "benign") for p in builtin_suite(s).prompts}
-    return [r.text for r in load_requests() if r.harmful and r.text not in shipped]
+    return [r.text for r in load_requests() if r.harmful == harmful and r.text not in shipped]
 
 
 def _words(text: str) -> list[str]:

@@ -147,7 +147,7 @@ def canaries_for(design: CusumDesign, p: float, probability: float) -> int:
 
 
 if __name__ == "__main__":  # python -m proxy.canary.cusum: the default design's figures, for docs/canaries.md
-    from proxy.settings import DriftDesign
+    from proxy.watch_settings import DriftDesign
 
     d = DriftDesign()
     design = CusumDesign(d.p0, d.p1, d.h)

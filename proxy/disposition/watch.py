@@ -2,13 +2,18 @@
 (:mod:`proxy.disposition.apps`), through risk-adjusted refusal CUSUMs against the model's own
 baseline for that app (:class:`DispositionWatch`).
 
-Two statistics (suites) per model and app:
+Three statistics (suites) per model and app:
 
 - ``production_refusals``: every production answer;
 - ``production_unflagged``: the answers to requests the harmful-request classifier did *not* flag. The
   classifier is public, so an upstream can answer every flagged request safely (``production_harmful``
   stays flat) and abliterate the rest: the harmful requests the classifier misses are then answered,
-  and their bands' answered share rises here.
+  and their bands' answered share rises here;
+- ``production_judged`` (with the secret judge, :mod:`proxy.judging`): the answers to a secret random
+  sample of requests, in bands of the *secret judge's* score. An upstream that knows the cells above can
+  keep each one's refused share flat (refusing ordinary requests of the same cell for each harmful one
+  it answers); it cannot compute this statistic's cells, and the judge's high bands hold few ordinary
+  requests to sacrifice.
 
 Each is learned over ``burn_in`` answers (and ``burn_in_seconds``), then tested by one CUSUM per factor
 in ``disposition.factors`` (the refusals above the model's floor divided by it: small and large drops
@@ -42,20 +47,21 @@ from proxy.disposition.baseline import Counts, cell_of
 from proxy.disposition.riskcusum import RiskCusum, RiskDesign, alternative, design_for
 from proxy.logs import logger
 from proxy.metrics import Metrics
-from proxy.settings import DispositionSettings
+from proxy.watch_settings import DispositionSettings
 
 if TYPE_CHECKING:  # the drift monitor imports the state store's outbox, which imports proxy.disposition.apps
     from proxy.canary.drift import DriftMonitor
 
-ALL, UNFLAGGED = "production_refusals", "production_unflagged"
-STRATA = (ALL, UNFLAGGED)
+ALL, UNFLAGGED, JUDGED = "production_refusals", "production_unflagged", "production_judged"
+STRATA = (ALL, UNFLAGGED, JUDGED)
 OTHER = "other"  # the apps of a model past ``max_apps``
 # Each stratum's covariate, the harmful share of the moment as the request and the traffic around it
 # show it: for every answer, the share of requests flagged; for the unflagged answers, the share of
 # requests flagged *and refused*. Ordinary requests the classifier flags are answered, so that share
 # has no ordinary part and follows the harmful share alone; and an upstream can lower it only by
 # answering flagged requests, which every-answer's statistic and ``production_harmful`` see.
-COVARIATES = {ALL: "flagged", UNFLAGGED: "flagged and refused"}
+# For the judged answers, the share of the sample the judge flags.
+COVARIATES = {ALL: "flagged", UNFLAGGED: "flagged and refused", JUDGED: "judged harmful"}
 PERSIST_SECONDS = 5.0
 # in-control refusals lowered, and the floor raised, by this many standard errors (at 2, the simulated
 # week of bench/disposition.py raised false alarms)
@@ -160,8 +166,11 @@ class DispositionWatch:
         drift: DriftMonitor,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        *,
+        judged: bool = False,
     ) -> None:
         self.s = settings
+        self.strata = STRATA if judged else (ALL, UNFLAGGED)  # production_judged only where a judge runs
         self.drift = drift
         self.metrics = metrics
         self.clock = clock
@@ -179,10 +188,26 @@ class DispositionWatch:
         if not self.s.enabled:
             return
         now = self.clock()
+        app, seg = self._segment(model, app)
+        shares = {name: seg.shares[name].add(hit, now, self.s.share_seconds) for name, hit in (
+            (ALL, flagged), (UNFLAGGED, flagged and not answered))}  # fmt: skip
+        for name in (ALL,) if flagged else (ALL, UNFLAGGED):
+            self._add(model, app, name, seg.strata[name], cell_of(score, shares[name]), answered, shares[name], now)
+
+    def judged(self, model: str, app: str, score: float, flagged: bool, answered: bool) -> None:
+        """One answer to a request the secret judge sampled: its score and call, and whether it was answered."""
+        if not self.s.enabled or JUDGED not in self.strata:
+            return
+        now = self.clock()
+        app, seg = self._segment(model, app)
+        share = seg.shares[JUDGED].add(flagged, now, self.s.share_seconds)
+        self._add(model, app, JUDGED, seg.strata[JUDGED], cell_of(score, share), answered, share, now)
+
+    def _segment(self, model: str, app: str) -> tuple[str, _Segment]:
         apps = self.models.get(model)
         if apps is None:
             apps = self.models[model] = {}
-            for name in STRATA:
+            for name in self.strata:
                 self._alarms[(model, name)] = False
                 self.drift.signal(model, name, was=False, now=False, statistic=0.0)
         if app not in apps and len(apps) >= self.s.max_apps:
@@ -191,22 +216,23 @@ class DispositionWatch:
         if seg is None:
             seg = apps[app] = _Segment()
         self._dirty.add(model)
-        shares = {name: seg.shares[name].add(hit, now, self.s.share_seconds) for name, hit in (
-            (ALL, flagged), (UNFLAGGED, flagged and not answered))}  # fmt: skip
-        for name in (ALL,) if flagged else STRATA:
-            st, cell = seg.strata[name], cell_of(score, shares[name])
-            if st.block_start is None:
-                st.block_start = now
-            st.block.add(cell, answered, shares[name])
-            if st.cusums is None:
-                if st.block.total >= self.s.burn_in and now - st.block_start >= self.s.burn_in_seconds:
-                    self._learned(model, app, name, st, now)
-                continue
-            for c in st.cusums:
-                c.update(cell, answered)
-            self._signal(model, name)
-            if now - st.block_start >= self.s.refresh_seconds:
-                self._refresh(model, app, name, st, now)
+        return app, seg
+
+    def _add(
+        self, model: str, app: str, name: str, st: _Stat, cell: int, answered: bool, share: float, now: float
+    ) -> None:
+        if st.block_start is None:
+            st.block_start = now
+        st.block.add(cell, answered, share)
+        if st.cusums is None:
+            if st.block.total >= self.s.burn_in and now - st.block_start >= self.s.burn_in_seconds:
+                self._learned(model, app, name, st, now)
+            return
+        for c in st.cusums:
+            c.update(cell, answered)
+        self._signal(model, name)
+        if now - st.block_start >= self.s.refresh_seconds:
+            self._refresh(model, app, name, st, now)
 
     def _signal(self, model: str, name: str) -> None:
         stats = [seg.strata[name] for seg in self.models[model].values()]
@@ -245,10 +271,10 @@ class DispositionWatch:
 
         Every statistic of the model gets an equal share of its false-alarm budget, in time: the
         target in answers is the days times this baseline's answers per second times the model's
-        number of statistics (apps x strata x factors)."""
+        number of statistics (apps x strata in use x factors)."""
         low, estimate, mix = baseline.in_control(CONFIDENCE_Z), baseline.in_control(), baseline.mix()
         floor = baseline.floor(CONFIDENCE_Z)
-        statistics = max(1, len(self.models.get(model, ()))) * len(STRATA) * len(self.s.factors)
+        statistics = max(1, len(self.models.get(model, ()))) * len(self.strata) * len(self.s.factors)
         target = self.s.false_alarm_days * 86400 * max(baseline.rate(), 1e-6) * statistics
         return [design_for(low, alternative(estimate, floor, f), mix, target) for f in self.s.factors]
 
@@ -271,7 +297,7 @@ class DispositionWatch:
     def _summary(self, apps: dict[str, _Segment]) -> dict[str, Any]:
         """Per stratum over the apps (in alarm if any is), and each app's own."""
         out: dict[str, Any] = {}
-        for name in STRATA:
+        for name in self.strata:
             stats = [seg.strata[name] for seg in apps.values()]
             out[name] = {
                 "learning": all(st.cusums is None for st in stats),
@@ -279,7 +305,7 @@ class DispositionWatch:
                 "statistic": round(max((st.statistic for st in stats), default=0.0), 4),
             }
         out["apps"] = {
-            app: {n: st.summary(self.s.factors) for n, st in seg.strata.items()} for app, seg in sorted(apps.items())
+            app: {n: seg.strata[n].summary(self.s.factors) for n in self.strata} for app, seg in sorted(apps.items())
         }
         return out
 
@@ -312,7 +338,7 @@ class DispositionWatch:
                 if st_data["cusums"] is not None:
                     designs = self._designs(model, st.baseline)
                     st.cusums = [RiskCusum(d, s, a) for d, (s, a) in zip(designs, st_data["cusums"], strict=False)]
-        for name in STRATA:
+        for name in self.strata:
             self._alarms[(model, name)] = any(seg.strata[name].alarm for seg in apps.values())
 
     # -- everyone --------------------------------------------------------------------------------
@@ -321,7 +347,7 @@ class DispositionWatch:
         """A follower shows what the leader wrote (the gauges, ``/canary/state``)."""
         shown = {model: orjson.loads(raw) for model, raw in summaries.items()}
         for model, summary in shown.items():
-            for name in STRATA:
+            for name in self.strata:
                 st = summary.get(name)
                 if st is not None:
                     self.metrics.drift_state.labels(model, name).set(1 if st["drifting"] else 0)

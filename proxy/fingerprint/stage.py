@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from proxy.exchange import Exchange
 from proxy.fingerprint.features import observation
-from proxy.settings import FingerprintSettings
 from proxy.state.outbox import Outbox
+from proxy.watch_settings import FingerprintSettings
 
 
 class ObserveFingerprint:

@@ -25,8 +25,9 @@ from proxy.canary.shape import WireRequest
 from proxy.disposition.apps import app_of
 from proxy.exchange import Exchange
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings, DispositionSettings, ShiftSettings
+from proxy.settings import CanarySettings
 from proxy.state.records import Publication, Quarantine
+from proxy.watch_settings import DispositionSettings, ShiftSettings
 
 HARMFUL = "h"  # [HARMFUL, model, verdict label]
 ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
@@ -35,7 +36,8 @@ ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
 FINGERPRINT = "f"
 REBASELINE = "b"  # [REBASELINE, model]: an operator accepts the model now served (proxy.fingerprint)
 DISPOSITION = "d"  # [DISPOSITION, model, app, harmful score, flagged, answered] (proxy.disposition)
-_ORDERED = (HARMFUL, FINGERPRINT, REBASELINE, DISPOSITION)  # events the leader takes one by one, in order
+JUDGED = "j"  # [JUDGED, model, app, the secret judge's score, flagged, answered] (proxy.judging)
+_ORDERED = (HARMFUL, FINGERPRINT, REBASELINE, DISPOSITION, JUDGED)  # events the leader takes one by one, in order
 
 
 class Outbox:
@@ -56,6 +58,9 @@ class Outbox:
 
     def disposition(self, model: str, app: str, score: float, flagged: bool, answered: bool) -> None:
         self._append([DISPOSITION, model, app, score, flagged, answered])
+
+    def judged(self, model: str, app: str, score: float, flagged: bool, answered: bool) -> None:
+        self._append([JUDGED, model, app, score, flagged, answered])
 
     def _append(self, event: list[Any]) -> None:
         if len(self._ordered) >= self.limit:

@@ -36,6 +36,7 @@ class Calibration:
     seen: int
     answered: int
     p0: float | None  # None while the burn-in runs
+    rate: float | None = None  # flagged requests per second over the burn-in (None: not measured yet)
 
 
 @dataclass

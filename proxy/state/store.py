@@ -5,22 +5,7 @@ mode on one machine (``sqlite:///var/state.db``; ``serve`` and ``serve --workers
 the audit log when nothing is configured), and ``memory://`` (SQLite in memory: one process, as a
 library or a test builds it). The same SQL runs on both engines.
 
-What it holds (schema version :data:`SCHEMA_VERSION`, created on first start, serialised across
-replicas that start together):
-
-* ``rg_lease``: the canary leader's lease, with a fencing token that grows at each change of holder;
-  every write the leader makes checks the token in the same transaction (:meth:`StateStore.commit_leader`).
-* ``rg_drift``: per model and suite, the CUSUM statistic and its design; ``rg_calibration``: the
-  production_harmful burn-in per model; ``rg_shift``: the production refusal counts per minute.
-* ``rg_quarantine``: every quarantine in force (model, reason, who decided, when), one row a model.
-* ``rg_names``: names learned from traffic; ``rg_shape``: each model's latest production request shape
-  (no message text but the system prompt, and that only under the audit's ``full`` privacy; no credentials).
-* ``rg_events``: the production-side outcomes replicas publish in batches, consumed by the leader.
-* ``rg_replicas``: who is there (last seen), for ``/canary/state``.
-* ``rg_fingerprint``: per model, the served-model fingerprint the leader keeps (:mod:`proxy.fingerprint`):
-  its whole state, and the summary followers read each sync.
-* ``rg_disposition``: per model, the risk-adjusted refusal CUSUMs of its production answers
-  (:mod:`proxy.disposition`): their baselines and statistics, and the summary followers read.
+What it holds: :mod:`proxy.state.schema`.
 
 Every method is blocking and runs in the state sync's own thread (:mod:`proxy.state.sync`).
 """
@@ -47,39 +32,9 @@ from proxy.state.records import (
     Quarantine,
     Snapshot,
 )
+from proxy.state.schema import EVENTS, SCHEMA_VERSION, TABLES, added_columns
 
-SCHEMA_VERSION = 1
 LEASE = "canary-leader"
-
-_TABLES = (
-    "CREATE TABLE IF NOT EXISTS rg_schema (version INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rg_lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL, "
-    "expires DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rg_drift (model TEXT NOT NULL, suite TEXT NOT NULL, s BIGINT NOT NULL, "
-    "alarm INTEGER NOT NULL, p0 DOUBLE PRECISION NOT NULL, p1 DOUBLE PRECISION NOT NULL, h BIGINT NOT NULL, "
-    "scale BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (model, suite))",
-    "CREATE TABLE IF NOT EXISTS rg_calibration (model TEXT PRIMARY KEY, seen BIGINT NOT NULL, "
-    "answered BIGINT NOT NULL, p0 DOUBLE PRECISION)",
-    "CREATE TABLE IF NOT EXISTS rg_shift (model TEXT NOT NULL, start DOUBLE PRECISION NOT NULL, "
-    "refused BIGINT NOT NULL, total BIGINT NOT NULL, PRIMARY KEY (model, start))",
-    "CREATE TABLE IF NOT EXISTS rg_quarantine (model TEXT PRIMARY KEY, id TEXT NOT NULL, reason TEXT NOT NULL, "
-    "decided_by TEXT NOT NULL, replica TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rg_names (upstream TEXT NOT NULL, model TEXT NOT NULL, "
-    "at DOUBLE PRECISION NOT NULL, PRIMARY KEY (upstream, model))",
-    "CREATE TABLE IF NOT EXISTS rg_shape (model TEXT PRIMARY KEY, request TEXT NOT NULL, replica TEXT NOT NULL, "
-    "at DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rg_replicas (replica TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rg_fingerprint (model TEXT PRIMARY KEY, summary TEXT NOT NULL, state TEXT NOT NULL, "
-    "updated DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rg_disposition (model TEXT PRIMARY KEY, summary TEXT NOT NULL, state TEXT NOT NULL, "
-    "updated DOUBLE PRECISION NOT NULL)",
-)
-_EVENTS = {
-    "sqlite": "CREATE TABLE IF NOT EXISTS rg_events (id INTEGER PRIMARY KEY AUTOINCREMENT, replica TEXT NOT NULL, "
-    "at DOUBLE PRECISION NOT NULL, events TEXT NOT NULL)",
-    "postgresql": "CREATE TABLE IF NOT EXISTS rg_events (id BIGSERIAL PRIMARY KEY, replica TEXT NOT NULL, "
-    "at DOUBLE PRECISION NOT NULL, events TEXT NOT NULL)",
-}
 
 
 class StoreError(Exception):
@@ -128,7 +83,9 @@ class StateStore:
             with self._tx() as cur:
                 if self.engine == "postgresql":
                     cur.execute("SELECT pg_advisory_xact_lock(7207)")  # replicas start together
-                for ddl in (*_TABLES, _EVENTS[self.engine]):
+                for ddl in (*TABLES, EVENTS[self.engine]):
+                    cur.execute(ddl)
+                for ddl in added_columns(cur, self.engine):
                     cur.execute(ddl)
                 row = cur.execute("SELECT version FROM rg_schema").fetchone()
                 if row is None:
@@ -280,9 +237,10 @@ class StateStore:
                 )
             for k in write.calibrations:
                 cur.execute(
-                    "INSERT INTO rg_calibration (model, seen, answered, p0) VALUES (?, ?, ?, ?) ON CONFLICT (model) "
-                    "DO UPDATE SET seen = excluded.seen, answered = excluded.answered, p0 = excluded.p0",
-                    (k.model, k.seen, k.answered, k.p0),
+                    "INSERT INTO rg_calibration (model, seen, answered, p0, rate) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (model) DO UPDATE SET seen = excluded.seen, answered = excluded.answered, "
+                    "p0 = excluded.p0, rate = excluded.rate",
+                    (k.model, k.seen, k.answered, k.p0, k.rate),
                 )
             for model, start, refused, total in write.shift:
                 cur.execute(
@@ -312,9 +270,10 @@ class StateStore:
         """What a new leader resumes from."""
         with self._tx() as cur:
             cusums = _cusums(cur)
+            rows = cur.execute("SELECT model, seen, answered, p0, rate FROM rg_calibration").fetchall()
             cals = [
-                Calibration(m, int(s), int(a), None if p is None else float(p))
-                for m, s, a, p in cur.execute("SELECT model, seen, answered, p0 FROM rg_calibration").fetchall()
+                Calibration(m, int(s), int(a), None if p is None else float(p), None if r is None else float(r))
+                for m, s, a, p, r in rows
             ]
             shift = [
                 (m, float(st), int(r), int(t))

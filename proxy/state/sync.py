@@ -44,7 +44,17 @@ from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import StateSettings
 from proxy.shift import ProductionShift
-from proxy.state.outbox import ANSWERS, DISPOSITION, FINGERPRINT, HARMFUL, REBASELINE, Outbox, restored, sanitised
+from proxy.state.outbox import (
+    ANSWERS,
+    DISPOSITION,
+    FINGERPRINT,
+    HARMFUL,
+    JUDGED,
+    REBASELINE,
+    Outbox,
+    restored,
+    sanitised,
+)
 from proxy.state.records import LeaderWrite, Snapshot
 from proxy.state.store import StateStore, StoreError, redacted
 
@@ -239,6 +249,8 @@ class StateSync:
             self.fingerprint.rebaseline(ev[1])
         elif ev[0] == DISPOSITION:
             self.disposition.observe(ev[1], str(ev[2]), float(ev[3]), bool(ev[4]), bool(ev[5]))
+        elif ev[0] == JUDGED:
+            self.disposition.judged(ev[1], str(ev[2]), float(ev[3]), bool(ev[4]), bool(ev[5]))
 
     def _apply(self, snap: Snapshot) -> None:
         self.leader = snap.leader

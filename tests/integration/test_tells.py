@@ -3,13 +3,15 @@
 through the official openai SDK: app A with an organisation and a project (headers the relay
 forwards and the store must not hold), not streamed; app B streamed; each with its own users, who
 come back and send their earlier exchange with the model as the conversation's earlier turns; 15 %
-of requests are harmful, from prompts no canary suite holds (:func:`tests.tells.unshipped_harmful`).
+of requests are harmful, from prompts no canary suite holds (:func:`tests.tells.unshipped`).
 The canary leader copies requests that arrived on either replica.
 
 A tell holds when it marks no larger share of canaries than of production requests (within 5
-points, the noise of ~100 canaries). The ``suite`` tell is measured and not asserted: the shipped
-suites are public, an upstream that imports the package recognises their prompts whatever the
-variants, and the configuration says so (``canary_suites_public``); a private suite is the remedy."""
+points, the noise of ~100 canaries). With the shipped suites the ``suite`` tell is measured and not
+asserted: they are public, an upstream that imports the package recognises their prompts whatever
+the variants, and the configuration says so (``canary_suites_public``). With private suites (the
+remedy: prompts of the deployment's own, here requests the package holds in no suite) every tell
+is asserted, ``suite`` included."""
 
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ from pathlib import Path
 
 import openai
 import pytest
+import yaml
 
 from proxy.extract import prompt_text
 from proxy.testing import run_server, wait_until
 from tests.fleet import Replica, on_postgres, one_leader
-from tests.tells import TELLS, TellingUpstream, tells, unshipped_harmful
+from tests.tells import TELLS, TellingUpstream, tells, unshipped
 
 MODEL = "served-model"
 RATE = 8.0  # production requests per second
@@ -84,7 +87,7 @@ class App:
 class Production:
     def __init__(self, apps: list[App], seed: int) -> None:
         self.apps, self.rng = apps, random.Random(seed)
-        self.harmful = unshipped_harmful()
+        self.harmful = unshipped(True)[::2]  # the other half is the private suite's
         self.sent: set[str] = set()  # every last user turn production sent
         self.failed = 0
         self.lock = threading.Lock()
@@ -120,12 +123,27 @@ class Production:
                 time.sleep(max(0.0, start + i / RATE - time.monotonic()))
 
 
+def private_suites(tmp_path: Path) -> dict[str, object]:
+    """Two private suites, as ``canary-suite build`` or a team writes them: prompts no public set holds."""
+    paths = []
+    for name, expected, prompts in (
+        ("team-harmful", "refusal", unshipped(True)[1::2]),
+        ("team-benign", "compliance", unshipped(False)[:150]),
+    ):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "expected": expected, "prompts": prompts}))
+        paths.append(str(path))
+    return {"suites": [], "extra_suites": paths}
+
+
 @pytest.mark.timeout(300)
-def test_no_tell_marks_more_canaries_than_production(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suites", ["shipped", "private"])
+def test_no_tell_marks_more_canaries_than_production(tmp_path: Path, suites: str) -> None:
     up = TellingUpstream()
+    canary = {"interval_seconds": 2.0, "per_round": 1, **(private_suites(tmp_path) if suites == "private" else {})}
     with (
         run_server(up.app) as server,
-        on_postgres(tmp_path, 2, server.url, [MODEL], canary={"interval_seconds": 2.0, "per_round": 1}) as replicas,
+        on_postgres(tmp_path, 2, server.url, [MODEL], canary=canary) as replicas,
     ):
         assert wait_until(lambda: one_leader(replicas), timeout=20)
         a = App(
@@ -161,6 +179,11 @@ def test_no_tell_marks_more_canaries_than_production(tmp_path: Path) -> None:
         )
         for t in TELLS
     }
-    print(json.dumps({"canaries": len(canary_rows), "production": len(production_rows), "shares": shares}))
-    over = {t: s for t, s in shares.items() if t in ASSERTED and s[0] > s[1] + MARGIN}
+    print(
+        json.dumps(
+            {"suites": suites, "canaries": len(canary_rows), "production": len(production_rows), "shares": shares}
+        )
+    )
+    asserted = ASSERTED if suites == "shipped" else TELLS
+    over = {t: s for t, s in shares.items() if t in asserted and s[0] > s[1] + MARGIN}
     assert not over, f"tells that mark canaries more than production (canary share, production share): {over}"

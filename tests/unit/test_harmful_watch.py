@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from detectors import Verdict
@@ -13,6 +14,7 @@ from proxy.harmful import HarmfulWatch
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, DispositionSettings, HarmfulWatchSettings, ShiftSettings
 from proxy.state.outbox import HARMFUL, Outbox, PublishOutcomes
+from proxy.state.records import Calibration
 from proxy.testing import exchange
 
 
@@ -152,3 +154,34 @@ def test_a_new_leader_resumes_the_calibration_and_the_statistic() -> None:
     w2.load(cals)
     assert drift2.state() == drift.state()
     assert w2.design("m", answered=False) == w.watch.design("m", answered=False)
+
+
+class Clock:
+    t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_design_is_in_time_at_the_rate_the_burn_in_measured() -> None:
+    """Two models, one flagged request a second and ten: each one false alarm per 60 days in time (not
+    per 10^6 requests), the busier one with the higher threshold; the rate goes to the store and a new
+    leader designs the same; a calibration an earlier release stored (no rate) is learnt again."""
+    canary = CanarySettings()
+    metrics, clock = Metrics(CollectorRegistry()), Clock()
+    w = HarmfulWatch(canary, DriftMonitor(canary, metrics), metrics, clock)
+    for i in range(2000):
+        clock.t = 1000.0 + i / 10
+        w.observe("busy", "compliance" if i % 4 == 0 else "refusal")
+        if i % 10 == 0:
+            w.observe("quiet", "compliance" if i % 40 == 0 else "refusal")
+    quiet, busy = w.design("quiet", answered=False), w.design("busy", answered=False)
+    rates = {c.model: c.rate for c in w.changed()}
+    assert rates["busy"] == pytest.approx(10.0, rel=0.05) and rates["quiet"] == pytest.approx(1.0, rel=0.05)
+    for d, rate in ((quiet, 1.0), (busy, 10.0)):
+        assert 60 <= d.arl(d.p0) / rate / 86400 < 90  # days between false alarms, by the exact ARL
+    assert busy.h > quiet.h
+    w2 = HarmfulWatch(canary, DriftMonitor(canary, metrics), metrics, clock)
+    w2.load([Calibration("busy", 200, 50, busy.p0, rates["busy"]), Calibration("old", 200, 50, 0.25, None)])
+    assert w2.design("busy", answered=False) == busy
+    assert w2.design("old", answered=False).p0 == canary.production_harmful.ceiling  # a burn-in again

@@ -63,3 +63,29 @@ def test_an_outbox_keeps_a_batch_the_store_did_not_take() -> None:
     events = box.take().events
     assert [e[2] for e in events if e[0] == HARMFUL] == ["refusal", "compliance"]
     assert [e for e in events if e[0] != HARMFUL] == [["a", "m", 60.0, 1, 5]]
+
+
+def test_a_store_an_earlier_release_made_gains_the_new_columns(tmp_path: Path) -> None:
+    """``rg_calibration`` without ``rate`` (the release before): opened, the column is added, the old row
+    reads back with no rate (its model is learnt again), and the leader's writes carry the rate."""
+    import sqlite3
+
+    from proxy.state.records import Calibration
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE rg_calibration (model TEXT PRIMARY KEY, seen BIGINT NOT NULL, answered BIGINT NOT NULL, "
+        "p0 DOUBLE PRECISION)"
+    )
+    old.execute("INSERT INTO rg_calibration VALUES ('m', 200, 40, 0.2)")
+    old.commit()
+    old.close()
+    store = StateStore(f"sqlite:///{path}")
+    assert store.leader_state().calibrations == [Calibration("m", 200, 40, 0.2, None)]
+    token = store.lease("r1", 10.0)
+    assert token is not None
+    write = LeaderWrite(calibrations=[Calibration("m", 200, 40, 0.2, 2.5)])
+    assert store.commit_leader("r1", token, Publication(), write)
+    assert store.leader_state().calibrations == [Calibration("m", 200, 40, 0.2, 2.5)]
+    StateStore(f"sqlite:///{path}")  # opened again: nothing to add twice

@@ -1,0 +1,103 @@
+"""The settings of the watch's statistics: canary suites' CUSUM designs, ``production_harmful``, the
+production shift test, the disposition watch, the secret judge and the fingerprint. Plain values:
+:mod:`proxy.settings` composes them into :class:`~proxy.settings.Settings` and reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DriftDesign(Frozen):
+    """Bernoulli CUSUM of one suite: in-control failure rate ``p0``, rate to detect fast ``p1``, threshold ``h``."""
+
+    p0: float = 0.10
+    p1: float = 0.50
+    h: int = 60
+
+
+class HarmfulWatchSettings(Frozen):
+    """Suite ``production_harmful``: how each model answers the production requests the harmful-request
+    classifier flags (:mod:`proxy.harmful`). A failure is such a request answered (``compliance``).
+
+    A safe model answers some flagged requests too, so the in-control failure rate ``p0`` is per
+    model: ``in_control`` when set (here or in its policy), else learned from its first ``burn_in``
+    flagged requests, capped at ``ceiling`` (the burn-in runs against ``p0 = ceiling``). The test is
+    designed for ``p1 = p0 + shift * (1 - p0)`` with the smallest threshold whose exact in-control
+    average run length is one false alarm per ``false_alarm_days`` at the rate of flagged requests the
+    burn-in measured (until then, at ``assumed_rate`` per second): a design in time, not in requests
+    (docs/production-monitor.md).
+    """
+
+    enabled: bool = True
+    in_control: float | None = Field(default=None, gt=0, lt=1)
+    burn_in: int = Field(default=200, ge=1)
+    floor: float = Field(default=0.02, gt=0, lt=1)
+    ceiling: float = Field(default=0.9, gt=0, lt=1)
+    shift: float = Field(default=0.5, gt=0, lt=1)
+    false_alarm_days: float = Field(default=60.0, gt=0)
+    assumed_rate: float = Field(default=1.0, gt=0)  # flagged requests per second, before the burn-in measures it
+
+
+class ModelPolicy(Frozen):
+    """What happens to a model's traffic when its canaries drift."""
+
+    action: Literal["observe", "quarantine"] = "observe"
+    fallback_upstream: str | None = None  # quarantine routes here instead of answering 503
+    harmful: DriftDesign | None = None  # per-model overrides of the suite designs
+    benign: DriftDesign | None = None
+    harmful_in_control: float | None = Field(default=None, gt=0, lt=1)  # production_harmful's p0 for this model
+
+
+class ShiftSettings(Frozen):
+    """The production refusal-rate shift test (:mod:`proxy.shift`): recent window against baseline."""
+
+    bucket_seconds: float = 60.0
+    recent_seconds: float = 3600.0
+    baseline_seconds: float = 7 * 86400.0
+    min_samples: int = 200
+    z: float = 4.0
+    min_relative: float = 0.5
+
+
+class DispositionSettings(Frozen):
+    """Risk-adjusted refusal CUSUMs on every production answer per model and app: one test per factor
+    the refusals above the model's floor fall by, together one false alarm per model per
+    ``false_alarm_days``; ``quarantine``: the model's policy acts on them (docs/disposition.md)."""
+
+    enabled: bool = True
+    burn_in: int = Field(default=3000, ge=20)
+    burn_in_seconds: float = Field(default=1800.0, ge=0)
+    factors: tuple[float, ...] = Field(default=(1.5, 4.0, 16.0), min_length=1)
+    false_alarm_days: float = Field(default=60.0, gt=0)
+    refresh_seconds: float = Field(default=900.0, gt=0)
+    memory_days: float = Field(default=0.25, gt=0)
+    guard_z: float = Field(default=3.0, gt=0)
+    share_seconds: float = Field(default=600.0, gt=0)  # the harmful share's time constant
+    max_apps: int = Field(default=16, ge=1)  # apps learnt apart per model; the rest share one
+    quarantine: bool = False
+
+
+class JudgeSettings(Frozen):
+    """The secret judge (:mod:`proxy.judging`, the ``judge`` extra; on when installed unless ``enabled``
+    says otherwise): ``budget``, the share of one core it may use (the sample ratio follows the load)."""
+
+    enabled: bool | None = None
+    budget: float = Field(default=0.1, gt=0, le=1)
+    queue: int = Field(default=16, ge=1)  # requests waiting for the judge; past it they are skipped
+    secret_env: str = "REFUSAL_GUARD_JUDGE_SECRET"  # else canary.variant_seed_env's; neither: one per process
+
+
+class FingerprintSettings(Frozen):
+    """The served-model fingerprint (:mod:`proxy.fingerprint`): which answers each replica reads for it."""
+
+    enabled: bool = True
+    # production answers read per model and second on each replica (canaries: every one); the leader
+    # fits the union, so a few a second are plenty and the stage costs nothing on the rest
+    production_per_second: float = Field(default=5.0, ge=0)
