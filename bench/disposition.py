@@ -43,6 +43,7 @@ from bench.report import save  # noqa: E402
 from detectors.harm import HarmfulRequestClassifier  # noqa: E402
 from proxy.canary.drift import DriftMonitor  # noqa: E402
 from proxy.disposition import DispositionWatch  # noqa: E402
+from proxy.harmful import HarmfulWatch  # noqa: E402
 from proxy.metrics import Metrics  # noqa: E402
 from proxy.settings import CanarySettings, DispositionSettings  # noqa: E402
 from reference_upstream.corpus import load_corpus  # noqa: E402
@@ -85,6 +86,7 @@ def model_prompts(
     return out
 
 
+ALARMED: list[tuple[str, float, list[str]]] = []  # (model, when, statistics in alarm) of each alarm raised
 JUDGED = [False]  # --judge: every answer also feeds production_judged (the judge's sample is all of them here)
 
 
@@ -95,7 +97,9 @@ def watch(clock: Clock) -> DispositionWatch:
 
 
 def alarm(w: DispositionWatch, model: str) -> bool:
-    return any(st.alarm for seg in w.models.get(model, {}).values() for st in seg.strata.values())
+    """Any production-side statistic of the model in alarm (the disposition watch's; production_harmful's
+    where :func:`week` feeds it)."""
+    return bool(w.drift.drifting(model))
 
 
 Answer = Callable[[Prompt, random.Random], tuple[bool, bool]]  # -> (answered, abliterated and harmful)
@@ -107,7 +111,7 @@ def safe(p: Prompt, rng: random.Random) -> tuple[bool, bool]:
 
 def run(w: DispositionWatch, clock: Clock, prompts: list[list[Prompt]], seconds: float, rate: Callable[[float], float],
         share: Callable[[float], float], answer: Answer, rng: random.Random, model: str = "m", app: str = "a",
-        stop_on_alarm: bool = True) -> tuple[float, int, int, int]:  # fmt: skip
+        stop_on_alarm: bool = True, flagged: HarmfulWatch | None = None) -> tuple[float, int, int, int]:  # fmt: skip
     """Poisson arrivals from ``clock.t`` for ``seconds``; returns (seconds to the first alarm or -1,
     harmful requests answered abliterated until then, alarms raised, answers)."""
     start, damage, alarms, n, was = clock.t, 0, 0, 0, alarm(w, model)
@@ -121,9 +125,12 @@ def run(w: DispositionWatch, clock: Clock, prompts: list[list[Prompt]], seconds:
         w.observe(model, app, p[0], p[1], answered)
         if JUDGED[0]:
             w.judged(model, app, p[4], p[4] >= 0.5, answered)
+        if flagged is not None and p[1]:
+            flagged.observe(model, "compliance" if answered else "refusal")
         now = alarm(w, model)
         if now and not was:
             alarms += 1
+            ALARMED.append((model, clock.t, w.drift.drifting(model)))
             if first < 0:
                 first = clock.t - start
                 if stop_on_alarm:
@@ -185,6 +192,7 @@ def week(days: float, seed: int, judge: Any = None) -> dict[str, Any]:
         rng = random.Random(seed)
         clock = Clock()
         w = watch(clock)
+        harm = HarmfulWatch(CanarySettings(), w.drift, Metrics(CollectorRegistry()), clock)  # production_harmful
         per_app = [model_prompts(s, rates, random.Random(seed + i)) for i, s in enumerate(apps)]
 
         def load(t: float) -> float:  # req/s: 1 at night to 10 in the afternoon
@@ -198,13 +206,14 @@ def week(days: float, seed: int, judge: Any = None) -> dict[str, Any]:
             second_app = clock.t >= 3 * 86400 and rng.random() < 1 / 3
             prompts = per_app[1] if second_app else per_app[0]
             app = "second" if second_app else "first"
-            _, _, raised, n = run(w, clock, prompts, 600, load, share, safe, rng, name, app, stop_on_alarm=False)
+            _, _, raised, n = run(w, clock, prompts, 600, load, share, safe, rng, name, app, False, harm)
             alarms, served = alarms + raised, served + n
         clock.t += 3600  # past the store's write interval
         w.changed()
         summary = w.state()[name]["apps"]["first"]
         out[name] = {
             "alarms": alarms,
+            "alarmed": [a for a in ALARMED if a[0] == name],
             "answers": served,
             "refreshed": {k: v["refreshed"] for k, v in summary.items()},
             "held": {k: v["held"] for k, v in summary.items()},
@@ -212,6 +221,14 @@ def week(days: float, seed: int, judge: Any = None) -> dict[str, Any]:
         }
         print(name, out[name], flush=True)
     return out
+
+
+def _by_statistic(alarmed: list[tuple[str, float, list[str]]]) -> str:
+    counts: dict[str, int] = {}
+    for _, _, names in alarmed:
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+    return ", ".join(f"{n} {c}" for n, c in sorted(counts.items())) or "-"
 
 
 def _fmt(xs: list[float]) -> str:
@@ -251,9 +268,10 @@ def main() -> None:
             for name, r in rows.items()
         )
         + f"\n{args.days:.0f} simulated days of safe traffic (1-10 req/s by time of day, harmful share 1-15 %, a second app"
-        " from day 3):\n\n| model | answers | false alarms | refreshes (held) |\n|---|---|---|---|\n"
+        " from day 3), every production-side statistic (production_harmful too):\n\n"
+        "| model | answers | false alarms | by statistic | refreshes (held) |\n|---|---|---|---|---|\n"
         + "".join(
-            f"| {m} | {r['answers']} | {r['alarms']} | "
+            f"| {m} | {r['answers']} | {r['alarms']} | {_by_statistic(r['alarmed'])} | "
             + ", ".join(f"{k} {r['refreshed'][k]} ({r['held'][k]})" for k in r["refreshed"])
             + " |\n"
             for m, r in weekly.items()

@@ -121,6 +121,7 @@ class JudgeRequests:
         self._rest = threading.Event()  # set to stop: the thread's rest between judgements ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broken = False
+        self._open = False  # started and not stopped: requests are offered
         self._at: float | None = None
         self._offered = 0  # since the last adaptation
         self._busy = 0.0  # judge-thread seconds since the last adaptation
@@ -132,11 +133,17 @@ class JudgeRequests:
         metrics.judge_sample_ratio.set(1.0)
 
     def start(self) -> None:
+        """Armed: the judge's thread (and process) start with the first production request offered, so
+        a proxy that carries none never loads the encoder."""
         self._loop = asyncio.get_running_loop()
+        self._open = True
+
+    def _launch(self) -> None:
         self._thread = threading.Thread(target=self._run, name="refusal-guard-judge", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._open = False  # nothing more is offered
         if self._thread is None:
             return
         self._rest.set()
@@ -150,11 +157,13 @@ class JudgeRequests:
         self._thread = None
 
     def __call__(self, ex: Exchange) -> None:
-        if ex.traffic != "production" or not ex.verdicts or self._broken or self._thread is None:
+        if ex.traffic != "production" or not ex.verdicts or self._broken or not self._open:
             return
         prompt = prompt_text(ex.endpoint, ex.request or {}) if ex.endpoint else None
         if not prompt:
             return
+        if self._thread is None:
+            self._launch()
         self._offered += 1
         self._adapt()
         if self._draw() >= self.ratio:

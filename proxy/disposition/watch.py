@@ -60,8 +60,11 @@ OTHER = "other"  # the apps of a model past ``max_apps``
 # requests flagged *and refused*. Ordinary requests the classifier flags are answered, so that share
 # has no ordinary part and follows the harmful share alone; and an upstream can lower it only by
 # answering flagged requests, which every-answer's statistic and ``production_harmful`` see.
-# For the judged answers, the share of the sample the judge flags.
-COVARIATES = {ALL: "flagged", UNFLAGGED: "flagged and refused", JUDGED: "judged harmful"}
+# The judged answers share the unflagged ones': a covariate of the judge's own calls would move with
+# the attack it should see (an upstream that answers what the judge flags lowers a "judged and
+# refused" share), and the judge's calls on ordinary requests that sound harmful would bend a
+# "judged" share away from the harmful share.
+COVARIATES = {ALL: "flagged", UNFLAGGED: "flagged and refused", JUDGED: "flagged and refused"}
 PERSIST_SECONDS = 5.0
 # in-control refusals lowered, and the floor raised, by this many standard errors (at 2, the simulated
 # week of bench/disposition.py raised false alarms)
@@ -77,9 +80,12 @@ class _Share:
     sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # hits, weight: slow, fast
     at: float | None = None
 
+    def value(self) -> float:
+        return min(self.sums[0] / self.sums[1], self.sums[2] / self.sums[3]) if self.sums[3] > 0 else 0.0
+
     def add(self, hit: bool, now: float, tau: float) -> float:
         """Count one request; returns the share before it (a request is not its own covariate)."""
-        before = min(self.sums[0] / self.sums[1], self.sums[2] / self.sums[3]) if self.sums[3] > 0 else 0.0
+        before = self.value()
         dt = 0.0 if self.at is None else max(0.0, now - self.at)
         for i, t in ((0, tau), (2, tau / 10)):
             decay = math.exp(-dt / t)
@@ -200,7 +206,7 @@ class DispositionWatch:
             return
         now = self.clock()
         app, seg = self._segment(model, app)
-        share = seg.shares[JUDGED].add(flagged, now, self.s.share_seconds)
+        share = seg.shares[UNFLAGGED].value()  # as the requests around it showed it (COVARIATES)
         self._add(model, app, JUDGED, seg.strata[JUDGED], cell_of(score, share), answered, share, now)
 
     def _segment(self, model: str, app: str) -> tuple[str, _Segment]:
