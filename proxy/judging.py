@@ -12,7 +12,7 @@ load so that the judge uses at most ``judge.budget`` of one core: every second,
 (a metric, ``refusal_guard_judge_sample_ratio``), and the thread rests after each judgement so that
 it never works more than that share of the time, whatever the estimate (a burst of traffic before
 the first estimate would otherwise have it judge flat out: ``bench/proxy.py --judge`` measured half
-the requests/s at concurrency 1 without the rest, within noise with it). Kept requests wait in a
+the requests/s at concurrency 1 with a budget of 0.25 and no rest, within noise with the rest at 0.1). Kept requests wait in a
 short queue (past it they are skipped and counted as shed); the thread has each scored and hands the
 result back to the event loop, which publishes it for the leader with the request's app and whether
 it was answered. The judge itself runs in a process of its own (:class:`JudgeProcess`): the
