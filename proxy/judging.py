@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, CancelledError, ProcessPoolExecutor
 from typing import Protocol
 
 from proxy.canary.suites import Suite
@@ -73,23 +73,25 @@ def _child_score(text: str) -> float:
 
 
 class JudgeProcess:
-    """A judge trained and run in a process of its own (spawned, one worker); ``score`` waits for it
-    with this process's GIL released. Raises what training raised, or ``BrokenProcessPool``."""
+    """A judge trained and run in a process of its own (spawned, one worker); ``ready`` and ``score``
+    wait for it with this process's GIL released and raise what training raised, ``BrokenProcessPool``,
+    or ``CancelledError`` once it is closed."""
 
     def __init__(self, train: Callable[[], Judge]) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_child_start, initargs=(train,))
-        try:
-            self.name, self.threshold = self._pool.submit(_child_info).result(timeout=READY_SECONDS)
-        except BaseException:
-            self.close()
-            raise
+        self.name, self.threshold = "", 1.0
+
+    def ready(self) -> None:
+        self.name, self.threshold = self._pool.submit(_child_info).result(timeout=READY_SECONDS)
 
     def score(self, text: str) -> float:
         return self._pool.submit(_child_score, text).result(timeout=SCORE_SECONDS)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Pending calls cancelled; with ``wait``, once the process is gone (it ends by itself after a
+        training under way)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class JudgeRequests:
@@ -122,6 +124,8 @@ class JudgeRequests:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broken = False
         self._open = False  # started and not stopped: requests are offered
+        self._process: JudgeProcess | None = None
+        self._ready = False
         self._at: float | None = None
         self._offered = 0  # since the last adaptation
         self._busy = 0.0  # judge-thread seconds since the last adaptation
@@ -153,7 +157,11 @@ class JudgeRequests:
             except queue.Empty:
                 break
         self._queue.put(None)
-        self._thread.join(timeout)
+        if self._process is not None and not self._ready:
+            self._process.close(wait=False)
+        # a judge still training is not waited for: its thread closes it once ready (a test's proxy
+        # that answered one request would otherwise wait a second or two at every stop)
+        self._thread.join(timeout if self._ready else 0.05)
         self._thread = None
 
     def __call__(self, ex: Exchange) -> None:
@@ -194,16 +202,28 @@ class JudgeRequests:
             self.metrics.judge_sample_ratio.set(self.ratio)
 
     def _run(self) -> None:
+        process = self._process = JudgeProcess(self.train) if self.isolate else None
         try:
-            judge: Judge = JudgeProcess(self.train) if self.isolate else self.train()
-        except Exception as exc:  # the extra is missing or broken: the judge is off, traffic goes on
-            self._fail("judge_unavailable", exc)
+            judge: Judge
+            if process is not None:
+                process.ready()
+                judge = process
+                if not self._open:  # stopped while it trained
+                    process.close(wait=False)
+                    return
+            else:
+                judge = self.train()
+        except (Exception, CancelledError) as exc:  # the extra is missing or broken: off, traffic goes on
+            if self._open:  # (not a stop that came while it trained)
+                self._fail("judge_unavailable", exc)
+            if process is not None:
+                process.close(wait=self._open)  # a stop does not wait for the training to end
             return
         try:
             self._serve(judge)
         finally:
-            if isinstance(judge, JudgeProcess):
-                judge.close()
+            if process is not None:
+                process.close()
 
     def _fail(self, event: str, exc: BaseException) -> None:
         self._broken = True
@@ -211,6 +231,7 @@ class JudgeRequests:
         logger.error(event, error=f"{type(exc).__name__}: {exc}")
 
     def _serve(self, judge: Judge) -> None:
+        self._ready = True
         name = getattr(judge, "name", type(judge).__name__)
         logger.info("judge_ready", judge=name, secret="per-process" if self.secret_hint else "configured")
         if self.secret_hint:
@@ -220,8 +241,9 @@ class JudgeRequests:
             t0 = time.perf_counter()
             try:
                 score = judge.score(prompt)
-            except BrokenExecutor as exc:  # its process died: the judge is off from here
-                self._fail("judge_process_died", exc)
+            except (BrokenExecutor, CancelledError) as exc:  # its process died (or it is stopping)
+                if self._open:
+                    self._fail("judge_process_died", exc)
                 return
             except Exception as exc:
                 self.metrics.judge_requests.labels("failed").inc()
