@@ -61,7 +61,16 @@ _CHILD: list[Judge] = []  # in the judge's process: the judge
 
 
 def _child_start(train: Callable[[], Judge]) -> None:
+    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
     _CHILD.append(train())
+
+
+def _orphaned(parent: int) -> None:
+    """In the judge's process: end it once its parent is gone (a proxy killed outright never closes
+    it, and a process pool's worker would wait for work for ever)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _child_info() -> tuple[str, float]:
