@@ -83,10 +83,8 @@ def loso(held: str, secret: bytes, seed: int = 3) -> tuple[list[Prompt], list[Pr
     ]
     y = np.array([r.harmful for r in requests], dtype=int)
     harm = fit([requests[i] for i in train], HarmConfig())
-    coef, b = _fit(
-        vectors[[i for i in train if kept(secret, requests[i].text)]],
-        y[[i for i in train if kept(secret, requests[i].text)]],
-    )
+    kept_rows = [i for i in train if kept(secret, requests[i].text)]
+    coef, b = _fit(vectors[kept_rows], y[kept_rows])
     pcoef, pb = _fit(vectors[train], y[train])
     judge, public = _sigmoid(vectors @ coef + b), _sigmoid(vectors @ pcoef + pb)
 

@@ -101,7 +101,8 @@ class _Segment:
     of the moment, as it sees it; :data:`COVARIATES`)."""
 
     strata: dict[str, _Stat] = field(default_factory=lambda: {name: _Stat() for name in STRATA})
-    shares: dict[str, _Share] = field(default_factory=lambda: {name: _Share() for name in STRATA})
+    # the covariates' trackers: production_judged reads the unflagged one's (COVARIATES)
+    shares: dict[str, _Share] = field(default_factory=lambda: {name: _Share() for name in (ALL, UNFLAGGED)})
 
     def dump(self) -> dict[str, Any]:
         return {
