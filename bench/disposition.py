@@ -43,7 +43,6 @@ from bench.report import save  # noqa: E402
 from detectors.harm import HarmfulRequestClassifier  # noqa: E402
 from proxy.canary.drift import DriftMonitor  # noqa: E402
 from proxy.disposition import DispositionWatch  # noqa: E402
-from proxy.harmful import HarmfulWatch  # noqa: E402
 from proxy.metrics import Metrics  # noqa: E402
 from proxy.settings import CanarySettings, DispositionSettings  # noqa: E402
 from reference_upstream.corpus import load_corpus  # noqa: E402
@@ -97,8 +96,7 @@ def watch(clock: Clock) -> DispositionWatch:
 
 
 def alarm(w: DispositionWatch, model: str) -> bool:
-    """Any production-side statistic of the model in alarm (the disposition watch's; production_harmful's
-    where :func:`week` feeds it)."""
+    """Any production-side statistic of the model in alarm (production_harmful among them)."""
     return bool(w.drift.drifting(model))
 
 
@@ -111,7 +109,7 @@ def safe(p: Prompt, rng: random.Random) -> tuple[bool, bool]:
 
 def run(w: DispositionWatch, clock: Clock, prompts: list[list[Prompt]], seconds: float, rate: Callable[[float], float],
         share: Callable[[float], float], answer: Answer, rng: random.Random, model: str = "m", app: str = "a",
-        stop_on_alarm: bool = True, flagged: HarmfulWatch | None = None) -> tuple[float, int, int, int]:  # fmt: skip
+        stop_on_alarm: bool = True) -> tuple[float, int, int, int]:  # fmt: skip
     """Poisson arrivals from ``clock.t`` for ``seconds``; returns (seconds to the first alarm or -1,
     harmful requests answered abliterated until then, alarms raised, answers)."""
     start, damage, alarms, n, was = clock.t, 0, 0, 0, alarm(w, model)
@@ -125,8 +123,6 @@ def run(w: DispositionWatch, clock: Clock, prompts: list[list[Prompt]], seconds:
         w.observe(model, app, p[0], p[1], answered)
         if JUDGED[0]:
             w.judged(model, app, p[4], p[4] >= 0.5, answered)
-        if flagged is not None and p[1]:
-            flagged.observe(model, "compliance" if answered else "refusal")
         now = alarm(w, model)
         if now and not was:
             alarms += 1
@@ -158,7 +154,7 @@ def delays(scores: Any, seeds: int) -> dict[str, Any]:
         ("white-box, 5 req/s", 5.0, lambda: _whitebox),
     ]
     for name, rate, make in cases:
-        found, damage = [], []
+        found, damage, by = [], [], []
         for seed in range(seeds):
             rng = random.Random(seed)
             prompts = model_prompts(scores, MODELS["usual"], rng)
@@ -166,7 +162,8 @@ def delays(scores: Any, seeds: int) -> dict[str, Any]:
             first, d, *_ = run(w, clock, prompts, 6 * 3600, lambda t, r=rate: r, lambda t: 0.15, make(), rng)
             found.append(first if first >= 0 else math.inf)
             damage.append(d)
-        rows[name] = {"rate": rate, "seconds": found, "damage": damage}
+            by.append(w.drift.drifting("m"))  # the statistics in alarm at the first alarm
+        rows[name] = {"rate": rate, "seconds": found, "damage": damage, "by": by}
         print(name, _fmt(found), damage, flush=True)
     return rows
 
@@ -192,7 +189,6 @@ def week(days: float, seed: int, judge: Any = None) -> dict[str, Any]:
         rng = random.Random(seed)
         clock = Clock()
         w = watch(clock)
-        harm = HarmfulWatch(CanarySettings(), w.drift, Metrics(CollectorRegistry()), clock)  # production_harmful
         per_app = [model_prompts(s, rates, random.Random(seed + i)) for i, s in enumerate(apps)]
 
         def load(t: float) -> float:  # req/s: 1 at night to 10 in the afternoon
@@ -206,7 +202,7 @@ def week(days: float, seed: int, judge: Any = None) -> dict[str, Any]:
             second_app = clock.t >= 3 * 86400 and rng.random() < 1 / 3
             prompts = per_app[1] if second_app else per_app[0]
             app = "second" if second_app else "first"
-            _, _, raised, n = run(w, clock, prompts, 600, load, share, safe, rng, name, app, False, harm)
+            _, _, raised, n = run(w, clock, prompts, 600, load, share, safe, rng, name, app, False)
             alarms, served = alarms + raised, served + n
         clock.t += 3600  # past the store's write interval
         w.changed()
@@ -261,14 +257,15 @@ def main() -> None:
         f"one false alarm per model per {s.false_alarm_days:.0f} days by design), simulated time, {args.seeds} seeds; "
         + ("with the secret judge (production_judged too); " if args.judge else "")
         + "model `usual` (refuses 92 % of harmful and 1.2 % of ordinary prompts); 15 % harmful traffic.\n\n"
-        "| upstream | req/s | seconds to the alarm: median (worst) | harmful requests answered before it: median (worst) |\n"
-        "|---|---|---|---|\n"
+        "| upstream | req/s | seconds to the alarm: median (worst) | harmful requests answered before it: median (worst) "
+        "| in alarm first (runs) |\n|---|---|---|---|---|\n"
         + "".join(
-            f"| {name} | {r['rate']:.0f} | {_fmt(r['seconds'])} | {statistics.median(r['damage']):.0f} ({max(r['damage'])}) |\n"
+            f"| {name} | {r['rate']:.0f} | {_fmt(r['seconds'])} | {statistics.median(r['damage']):.0f} ({max(r['damage'])}) "
+            f"| {_by_statistic([('', 0.0, names) for names in r['by']])} |\n"
             for name, r in rows.items()
         )
         + f"\n{args.days:.0f} simulated days of safe traffic (1-10 req/s by time of day, harmful share 1-15 %, a second app"
-        " from day 3), every production-side statistic (production_harmful too):\n\n"
+        " from day 3), every production-side statistic:\n\n"
         "| model | answers | false alarms | by statistic | refreshes (held) |\n|---|---|---|---|---|\n"
         + "".join(
             f"| {m} | {r['answers']} | {r['alarms']} | {_by_statistic(r['alarmed'])} | "

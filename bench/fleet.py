@@ -5,10 +5,10 @@
 
 The upstream (``tests.fingerprint``) answers as a safe model, then, at the switch, as an abliterated
 one to every production request while it answers canaries safely: it is told which requests are
-canaries (an oracle no real upstream has), so only the probe-free signal can see the change. The
-in-control rate is configured (0.15), so both layouts run the same CUSUM design and the delay is the
-path's: one process records each flagged answer as it is classified; a fleet publishes it (within
-1 s), and the leader consumes it (within 1 s more). Layouts alternate within each run. Writes
+canaries (an oracle no real upstream has), so only the probe-free signal can see the change. Both
+layouts learn the same short baseline in the safe phase (100 answers a statistic over 30 s), so the
+delay is the path's: one process records each flagged answer as it is classified; a fleet publishes
+it (within 1 s), and the leader consumes it (within 1 s more). Layouts alternate within each run. Writes
 ``bench/results/fleet.{json,md}``.
 """
 
@@ -47,11 +47,9 @@ class Oracle(FingerprintingUpstream):
 
 
 def drifting(replicas: list[Replica]) -> bool:
-    for r in replicas:
-        suites = r.state()["models"].get("served-model", {}).get("suites", {})
-        if suites.get("production_harmful", {}).get("drifting"):
-            return True
-    return False
+    return any(
+        r.state()["disposition"].get("served-model", {}).get("production_harmful", {}).get("drifting") for r in replicas
+    )
 
 
 def one_run(layout: str, rate: float, safe: float, seed: int) -> dict[str, float]:
@@ -70,7 +68,8 @@ def one_run(layout: str, rate: float, safe: float, seed: int) -> dict[str, float
                 tmp,
                 3 if pg else 1,
                 upstreams=[{"name": "u", "base_url": server.url + "/v1", "models": ["served-model"]}],
-                canary={"interval_seconds": 2.0, "per_round": 1, "production_harmful": {"in_control": 0.15}},
+                canary={"interval_seconds": 2.0, "per_round": 1},
+                disposition={"burn_in": 100, "burn_in_seconds": 30},
                 **store,
             ) as replicas,
         ):
@@ -97,7 +96,7 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; {results['runs']} runs, layouts alternated, "
-        f"{results['rate']:g} production req/s (15 % harmful) in total, in-control rate configured 0.15, "
+        f"{results['rate']:g} production req/s (15 % harmful) in total, a baseline of 100 answers a statistic, "
         "an upstream that recognises every canary.",
         "",
         "| layout | production_harmful delay, median (s) | per run (s) | false alarms in the safe phase |",
@@ -118,7 +117,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--rate", type=float, default=15.0)
-    p.add_argument("--safe", type=float, default=10.0)
+    p.add_argument("--safe", type=float, default=60.0)  # the baseline learnt, then a safe stretch
     args = p.parse_args()
     layouts: dict[str, list[dict[str, float]]] = {name: [] for name in LAYOUTS}
     ratios = []

@@ -300,13 +300,13 @@ def per_model() -> dict[str, Any]:
             panel(
                 "Flagged production requests by verdict",
                 "Production requests the harmful-request classifier flags, by the verdict on their answer "
-                "(per second). A safe model refuses most; the production_harmful drift test watches the answered share.",
+                "(per second). A safe model refuses most; the production_harmful statistic watches the answered "
+                "share, risk-adjusted by the classifier's score and the harmful share of the moment.",
                 [
                     (
                         f"sum by (verdict) (rate(refusal_guard_harmful_requests_total{{{m}}}[5m]))",
                         "{{verdict}}",
                     ),
-                    (f"max(refusal_guard_harmful_in_control_rate{{{m}}})", "in-control answered share (p0)"),
                 ],
             ),
             panel(

@@ -29,7 +29,6 @@ from proxy.catalog import ModelCatalog
 from proxy.classify import Classifier
 from proxy.disposition import DispositionWatch
 from proxy.fingerprint import ModelFingerprint, ObserveFingerprint
-from proxy.harmful import HarmfulWatch
 from proxy.judging import build_judge
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
@@ -69,8 +68,9 @@ def build_tracing(settings: Settings, metrics: Metrics) -> Tracing:
 
 
 def load_harm(settings: Settings) -> HarmfulRequestClassifier | None:
-    """The public harmful-request classifier, when a statistic reads it (production_harmful, disposition)."""
-    watched = settings.canary.production_harmful.enabled or settings.disposition.enabled
+    """The public harmful-request classifier, when a statistic reads it (the disposition watch's, the
+    harmful canaries' strata)."""
+    watched = settings.disposition.enabled or settings.canary.enabled
     return HarmfulRequestClassifier.load() if watched else None
 
 
@@ -123,7 +123,7 @@ def create_app(
             *([Audit(audit)] if audit else []),
             *([Trace(tracing)] if tracing.enabled else []),
             shape,
-            PublishOutcomes(outbox, canary, settings.shift, settings.disposition, metrics, clock),
+            PublishOutcomes(outbox, settings.shift, settings.disposition, metrics, clock),
             *([judge] if judge else []),
             CanaryFeedback(drift, suites, metrics),
         ],
@@ -146,9 +146,8 @@ def create_app(
     scheduler: CanaryScheduler | None = None
     if canary.enabled:  # a harmful canary's stratum is the shipped classifier's call on it, when it is loaded
         scheduler = CanaryScheduler(canary, suites, router, pipeline, metrics, shape, harm=harm, clock=clock)
-    harm_watch = HarmfulWatch(canary, drift, metrics, clock)
     sync = StateSync(  # one watch for the fleet: the leader runs the scheduler and the production statistics
-        settings.state.url or "memory://", settings.state, replica=replica, drift=drift, harm=harm_watch, shift=shift,
+        settings.state.url or "memory://", settings.state, replica=replica, drift=drift, shift=shift,
         fingerprint=fingerprint, disposition=disposition, shape=shape, catalog=catalog, outbox=outbox, scheduler=scheduler, metrics=metrics,
         privacy=settings.audit.privacy,
     )  # fmt: skip

@@ -18,7 +18,7 @@ class Classifier:
     """Verdicts for each answer of an exchange (one per choice): tool calls count as compliance,
     a provider's own refusal signal as refusal, everything else goes to the detector in one batch.
     With ``harm``, a production request's last user turn is also judged harmful or not
-    (``Exchange.harmful`` and its score, for :mod:`proxy.harmful` and the audit record)."""
+    (``Exchange.harmful`` and its score, for :mod:`proxy.disposition` and the audit record)."""
 
     def __init__(self, detector: Detector, metrics: Metrics, harm: HarmfulRequestClassifier | None = None) -> None:
         self.detector = detector

@@ -170,13 +170,6 @@ class Metrics:
             ["model", "verdict"],
             registry=registry,
         )
-        self.harmful_in_control = Gauge(
-            "refusal_guard_harmful_in_control_rate",
-            "production_harmful's in-control failure rate p0 for the model (the ceiling during burn-in).",
-            ["model"],
-            multiprocess_mode="livemax",
-            registry=registry,
-        )
         self.judge_requests = Counter(
             "refusal_guard_judge_requests_total",
             "Production requests offered to the secret judge, by outcome (judged; skipped: outside the "

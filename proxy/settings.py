@@ -26,7 +26,6 @@ from proxy.watch_settings import (
     DispositionSettings,
     DriftDesign,
     FingerprintSettings,
-    HarmfulWatchSettings,
     JudgeSettings,
     ModelPolicy,
     ShiftSettings,
@@ -125,7 +124,6 @@ class CanarySettings(_Frozen):
     system_prompt: str | None = None  # default: production's own; one production never sends is a tell
     harmful: DriftDesign = DriftDesign()
     benign: DriftDesign = DriftDesign()
-    production_harmful: HarmfulWatchSettings = HarmfulWatchSettings()
     policies: dict[str, ModelPolicy] = {}
     default_policy: ModelPolicy = ModelPolicy()
     auto_release: bool = True  # lift a quarantine once canaries recover (an operator can always clear it)

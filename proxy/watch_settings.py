@@ -1,4 +1,4 @@
-"""The settings of the watch's statistics: canary suites' CUSUM designs, ``production_harmful``, the
+"""The settings of the watch's statistics: canary suites' CUSUM designs, the
 production shift test, the disposition watch, the secret judge and the fingerprint. Plain values:
 :mod:`proxy.settings` composes them into :class:`~proxy.settings.Settings` and reads the environment.
 """
@@ -22,29 +22,6 @@ class DriftDesign(Frozen):
     h: int = 60
 
 
-class HarmfulWatchSettings(Frozen):
-    """Suite ``production_harmful``: how each model answers the production requests the harmful-request
-    classifier flags (:mod:`proxy.harmful`). A failure is such a request answered (``compliance``).
-
-    A safe model answers some flagged requests too, so the in-control failure rate ``p0`` is per
-    model: ``in_control`` when set (here or in its policy), else learned from its first ``burn_in``
-    flagged requests, capped at ``ceiling`` (the burn-in runs against ``p0 = ceiling``). The test is
-    designed for ``p1 = p0 + shift * (1 - p0)`` with the smallest threshold whose exact in-control
-    average run length is one false alarm per ``false_alarm_days`` at the rate of flagged requests the
-    burn-in measured (until then, at ``assumed_rate`` per second): a design in time, not in requests
-    (docs/production-monitor.md).
-    """
-
-    enabled: bool = True
-    in_control: float | None = Field(default=None, gt=0, lt=1)
-    burn_in: int = Field(default=200, ge=1)
-    floor: float = Field(default=0.02, gt=0, lt=1)
-    ceiling: float = Field(default=0.9, gt=0, lt=1)
-    shift: float = Field(default=0.5, gt=0, lt=1)
-    false_alarm_days: float = Field(default=60.0, gt=0)
-    assumed_rate: float = Field(default=1.0, gt=0)  # flagged requests per second, before the burn-in measures it
-
-
 class ModelPolicy(Frozen):
     """What happens to a model's traffic when its canaries drift."""
 
@@ -52,7 +29,6 @@ class ModelPolicy(Frozen):
     fallback_upstream: str | None = None  # quarantine routes here instead of answering 503
     harmful: DriftDesign | None = None  # per-model overrides of the suite designs
     benign: DriftDesign | None = None
-    harmful_in_control: float | None = Field(default=None, gt=0, lt=1)  # production_harmful's p0 for this model
 
 
 class ShiftSettings(Frozen):
@@ -69,9 +45,12 @@ class ShiftSettings(Frozen):
 class DispositionSettings(Frozen):
     """Risk-adjusted refusal CUSUMs on every production answer per model and app: one test per factor
     the refusals above the model's floor fall by, together one false alarm per model per
-    ``false_alarm_days``; ``quarantine``: the model's policy acts on them (docs/disposition.md)."""
+    ``false_alarm_days``; ``harmful``: ``production_harmful`` among them (the answers to flagged
+    requests; it pages and the model's quarantine policy acts on it); ``quarantine``: the policy acts
+    on the others too (docs/disposition.md)."""
 
     enabled: bool = True
+    harmful: bool = True
     burn_in: int = Field(default=3000, ge=20)
     burn_in_seconds: float = Field(default=1800.0, ge=0)
     factors: tuple[float, ...] = Field(default=(1.5, 4.0, 16.0), min_length=1)

@@ -24,7 +24,9 @@ from proxy.settings import CanarySettings
 from proxy.state.outbox import Outbox
 from proxy.state.records import CusumRow, Quarantine
 
-PRODUCTION_HARMFUL = "production_harmful"  # the suite of flagged production requests (proxy.harmful)
+# a statistic the disposition watch keeps now (proxy.disposition); an earlier release kept it here as a
+# Bernoulli CUSUM, and the store may still hold that row: it is not loaded
+PRODUCTION_HARMFUL = "production_harmful"
 
 
 def is_failure(expected: str, label: str) -> bool:
@@ -64,31 +66,22 @@ class DriftMonitor:
         self._dirty: set[tuple[str, str]] = set()  # changed since the leader last wrote them
         self._quarantined: dict[str, Quarantine] = {}
 
-    def _cusum(self, model: str, suite: Suite, design: CusumDesign | None) -> BernoulliCusum:
+    def _cusum(self, model: str, suite: Suite) -> BernoulliCusum:
         key = (model, suite.name)
         if key not in self._cusums:
-            if design is None:
-                d = self.canary.design(model, suite.design_key)
-                design = CusumDesign(d.p0, d.p1, d.h)
-            self._cusums[key] = BernoulliCusum(design)
+            d = self.canary.design(model, suite.design_key)
+            self._cusums[key] = BernoulliCusum(CusumDesign(d.p0, d.p1, d.h))
             self.metrics.drift_state.labels(model, suite.name).set(0)
             self.metrics.drift_statistic.labels(model, suite.name).set(0)
             self.metrics.quarantined.labels(model).set(1 if model in self._quarantined else 0)
         return self._cusums[key]
 
-    def record(
-        self, model: str, suite: Suite, label: str, design: CusumDesign | None = None, *, counted: bool = True
-    ) -> None:
-        """One verdict for ``model`` in ``suite`` (a canary's, or a flagged production request's).
-
-        ``design`` replaces the suite's configured one (production_harmful's calibration); the
-        statistic carries over, capped at the new threshold. ``counted``: in the canary results (a
+    def record(self, model: str, suite: Suite, label: str, *, counted: bool = True) -> None:
+        """One canary verdict for ``model`` in ``suite``; ``counted``: in the canary results (a
         stratum's verdict was counted in its suite's)."""
-        if counted and suite.name != PRODUCTION_HARMFUL:  # production answers are counted as such, not as canaries
+        if counted:
             self.metrics.canary_results.labels(model, suite.name, suite.expected, label).inc()
-        c = self._cusum(model, suite, design)
-        if design is not None and c.design != design:
-            c.design, c.s = design, min(c.s, design.h)
+        c = self._cusum(model, suite)
         was = c.alarm
         now = c.update(is_failure(suite.expected, label))
         self._dirty.add((model, suite.name))
@@ -168,6 +161,8 @@ class DriftMonitor:
         self._cusums.clear()
         self._dirty.clear()
         for r in rows:
+            if r.suite == PRODUCTION_HARMFUL:
+                continue
             c = BernoulliCusum(CusumDesign(r.p0, r.p1, r.h, r.scale))
             c.s, c.alarm = r.s, r.alarm
             self._cusums[(r.model, r.suite)] = c

@@ -89,11 +89,13 @@ class Counts:
         r, n = min(bands)
         return min(0.999, max(0.001, r + z * math.sqrt(r * (1 - r) / (n + PRIOR))))  # clamped as cells are
 
-    def in_control(self, z: float = 0.0) -> list[float]:
+    def in_control(self, z: float = 0.0, floor: float | None = None) -> list[float]:
         """Per cell, the probability of a refusal (see the module's formula), lowered by ``z`` standard
-        errors: a design on the lower bound is not led into false alarms by a baseline's noise."""
+        errors: a design on the lower bound is not led into false alarms by a baseline's noise.
+        ``floor``: the model's refusals of ordinary requests when these counts hold none (flagged
+        requests only), else :meth:`floor`."""
         refused, seen, shares = self.refused_share(), self._per_band(self.seen), self._per_band(self.shares)
-        floor = self.floor()
+        floor = self.floor() if floor is None else floor
         k = len(SHARES) + 1
         q = []
         for c in range(CELLS):

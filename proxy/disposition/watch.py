@@ -2,9 +2,14 @@
 (:mod:`proxy.disposition.apps`), through risk-adjusted refusal CUSUMs against the model's own
 baseline for that app (:class:`DispositionWatch`).
 
-Three statistics (suites) per model and app:
+Four statistics (suites) per model and app:
 
 - ``production_refusals``: every production answer;
+- ``production_harmful`` (with ``harmful``): the answers to requests the public harmful-request
+  classifier flags, the fastest to see a model that answers what it should refuse. A safe model answers
+  the ordinary requests the classifier flags, so this stratum's answered share follows the harmful
+  share of the moment (mostly ordinary requests when few are harmful): its cells carry that share as
+  every answer's do. It pages, and the model's quarantine policy applies to it as to a canary suite;
 - ``production_unflagged``: the answers to requests the harmful-request classifier did *not* flag. The
   classifier is public, so an upstream can answer every flagged request safely (``production_harmful``
   stays flat) and abliterate the rest: the harmful requests the classifier misses are then answered,
@@ -26,9 +31,11 @@ errors more than the baseline expects: slow changes of the mix and the load are 
 not learned.
 
 Transitions go through :meth:`DriftMonitor.signal` like a canary suite's, per model (a suite is in
-alarm when any app's is); the model's quarantine policy applies only with ``quarantine`` set. The
-state lives in the store (``rg_disposition``, a model's row rewritten at most every
-``PERSIST_SECONDS`` but at once on a transition), and followers mirror the summary. Designs are
+alarm when any app's is); the model's quarantine policy applies to ``production_harmful``, and to the
+others only with ``quarantine`` set. The
+state lives in the store (``rg_disposition``, a model's row rewritten at each leader sync that
+brought it answers, in the transaction that deletes the events they came in: a new leader loses
+none), and followers mirror the summary. Designs are
 computed at learning, at each refresh and when a new leader loads the state (milliseconds each),
 never per answer.
 """
@@ -52,8 +59,9 @@ from proxy.watch_settings import DispositionSettings
 if TYPE_CHECKING:  # the drift monitor imports the state store's outbox, which imports proxy.disposition.apps
     from proxy.canary.drift import DriftMonitor
 
-ALL, UNFLAGGED, JUDGED = "production_refusals", "production_unflagged", "production_judged"
-STRATA = (ALL, UNFLAGGED, JUDGED)
+ALL, HARMFUL = "production_refusals", "production_harmful"
+UNFLAGGED, JUDGED = "production_unflagged", "production_judged"
+STRATA = (ALL, HARMFUL, UNFLAGGED, JUDGED)
 OTHER = "other"  # the apps of a model past ``max_apps``
 # Each stratum's covariate, the harmful share of the moment as the request and the traffic around it
 # show it: for every answer, the share of requests flagged; for the unflagged answers, the share of
@@ -64,8 +72,7 @@ OTHER = "other"  # the apps of a model past ``max_apps``
 # the attack it should see (an upstream that answers what the judge flags lowers a "judged and
 # refused" share), and the judge's calls on ordinary requests that sound harmful would bend a
 # "judged" share away from the harmful share.
-COVARIATES = {ALL: "flagged", UNFLAGGED: "flagged and refused", JUDGED: "flagged and refused"}
-PERSIST_SECONDS = 5.0
+COVARIATES = {ALL: "flagged", HARMFUL: "flagged", UNFLAGGED: "flagged and refused", JUDGED: "flagged and refused"}
 # in-control refusals lowered, and the floor raised, by this many standard errors (at 2, the simulated
 # week of bench/disposition.py raised false alarms)
 CONFIDENCE_Z = 3.0
@@ -101,7 +108,7 @@ class _Segment:
     of the moment, as it sees it; :data:`COVARIATES`)."""
 
     strata: dict[str, _Stat] = field(default_factory=lambda: {name: _Stat() for name in STRATA})
-    # the covariates' trackers: production_judged reads the unflagged one's (COVARIATES)
+    # the covariates' trackers: production_harmful reads every answer's, production_judged the unflagged one's
     shares: dict[str, _Share] = field(default_factory=lambda: {name: _Share() for name in (ALL, UNFLAGGED)})
 
     def dump(self) -> dict[str, Any]:
@@ -177,7 +184,8 @@ class DispositionWatch:
         judged: bool = False,
     ) -> None:
         self.s = settings
-        self.strata = STRATA if judged else (ALL, UNFLAGGED)  # production_judged only where a judge runs
+        # production_harmful unless switched off, production_judged only where a judge runs
+        self.strata = tuple(n for n in STRATA if (n != HARMFUL or settings.harmful) and (n != JUDGED or judged))
         self.drift = drift
         self.metrics = metrics
         self.clock = clock
@@ -185,8 +193,6 @@ class DispositionWatch:
         self.shown: dict[str, dict[str, Any]] = {}
         self._alarms: dict[tuple[str, str], bool] = {}  # (model, suite) -> any app in alarm
         self._dirty: set[str] = set()
-        self._urgent: set[str] = set()  # a transition: written at the next sync
-        self._written: dict[str, float] = {}
 
     # -- the leader ------------------------------------------------------------------------------
 
@@ -198,8 +204,10 @@ class DispositionWatch:
         app, seg = self._segment(model, app)
         shares = {name: seg.shares[name].add(hit, now, self.s.share_seconds) for name, hit in (
             (ALL, flagged), (UNFLAGGED, flagged and not answered))}  # fmt: skip
-        for name in (ALL,) if flagged else (ALL, UNFLAGGED):
-            self._add(model, app, name, seg.strata[name], cell_of(score, shares[name]), answered, shares[name], now)
+        shares[HARMFUL] = shares[ALL]  # COVARIATES
+        for name in (ALL, HARMFUL) if flagged else (ALL, UNFLAGGED):
+            if name in self.strata:
+                self._add(model, app, name, seg.strata[name], cell_of(score, shares[name]), answered, shares[name], now)
 
     def judged(self, model: str, app: str, score: float, flagged: bool, answered: bool) -> None:
         """One answer to a request the secret judge sampled: its score and call, and whether it was answered."""
@@ -245,20 +253,19 @@ class DispositionWatch:
         stats = [seg.strata[name] for seg in self.models[model].values()]
         was, now = self._alarms[(model, name)], any(st.alarm for st in stats)
         self._alarms[(model, name)] = now
-        if now != was:
-            self._urgent.add(model)
         statistic = max(st.statistic for st in stats)
-        self.drift.signal(model, name, was=was, now=now, statistic=statistic, may_quarantine=self.s.quarantine)
+        quarantine = self.s.quarantine or name == HARMFUL
+        self.drift.signal(model, name, was=was, now=now, statistic=statistic, may_quarantine=quarantine)
 
     def _learned(self, model: str, app: str, name: str, st: _Stat, now: float) -> None:
         st.block.seconds = now - (now if st.block_start is None else st.block_start)
         st.baseline, st.block, st.block_start = st.block, Counts(), now
-        st.cusums = [RiskCusum(d) for d in self._designs(model, st.baseline)]
+        st.cusums = [RiskCusum(d) for d in self._designs(model, app, name, st.baseline)]
         logger.info("disposition_learned", model=model, app=app, suite=name, **_logged(st, self.s.factors))
 
     def _refresh(self, model: str, app: str, name: str, st: _Stat, now: float) -> None:
         st.block.seconds = now - (now if st.block_start is None else st.block_start)
-        z = st.block.excess_z(st.baseline.in_control())
+        z = st.block.excess_z(st.baseline.in_control(floor=self._ordinary(model, app, name, st.baseline).floor()))
         if z >= self.s.guard_z:
             st.held += 1  # a drop in progress is not learned: the block is dropped, the baseline kept
             logger.warning("disposition_refresh_held", model=model, app=app, suite=name, excess_z=round(z, 2))
@@ -266,11 +273,19 @@ class DispositionWatch:
             decay = math.exp(-st.block.seconds / (self.s.memory_days * 86400))
             st.baseline.fold(st.block, decay)
             st.refreshed += 1
-            for c, d in zip(st.cusums or (), self._designs(model, st.baseline), strict=True):
+            for c, d in zip(st.cusums or (), self._designs(model, app, name, st.baseline), strict=True):
                 c.redesign(d)
         st.block, st.block_start = Counts(), now
 
-    def _designs(self, model: str, baseline: Counts) -> list[RiskDesign]:
+    def _ordinary(self, model: str, app: str, name: str, baseline: Counts) -> Counts:
+        """Where the stratum's floor (the model's refusals of ordinary requests) is read: its own
+        baseline, but production_harmful's holds flagged requests only, and takes every answer's."""
+        if name != HARMFUL:
+            return baseline
+        every = self.models[model][app].strata[ALL]
+        return every.baseline if every.baseline.total > 0 else every.block
+
+    def _designs(self, model: str, app: str, name: str, baseline: Counts) -> list[RiskDesign]:
         """One design per factor: in control, the refusals' lower bound (:data:`CONFIDENCE_Z`); the
         alternative, the refusals above the floor's upper bound divided by the factor, from the point
         estimate. A cell whose baseline is too noisy to tell that drop from in control weighs nothing
@@ -279,26 +294,22 @@ class DispositionWatch:
         Every statistic of the model gets an equal share of its false-alarm budget, in time: the
         target in answers is the days times this baseline's answers per second times the model's
         number of statistics (apps x strata in use x factors)."""
-        low, estimate, mix = baseline.in_control(CONFIDENCE_Z), baseline.in_control(), baseline.mix()
-        floor = baseline.floor(CONFIDENCE_Z)
+        ordinary = self._ordinary(model, app, name, baseline)
+        low, estimate = baseline.in_control(CONFIDENCE_Z, ordinary.floor()), baseline.in_control(0, ordinary.floor())
+        mix, floor = baseline.mix(), ordinary.floor(CONFIDENCE_Z)
         statistics = max(1, len(self.models.get(model, ()))) * len(self.strata) * len(self.s.factors)
         target = self.s.false_alarm_days * 86400 * max(baseline.rate(), 1e-6) * statistics
         return [design_for(low, alternative(estimate, floor, f), mix, target) for f in self.s.factors]
 
     def changed(self) -> list[tuple[str, str, str]]:
-        """``(model, summary, state)`` rows to write (JSON): models with news, at most every
-        :data:`PERSIST_SECONDS`, at once after a transition."""
-        now, rows = self.clock(), []
+        """``(model, summary, state)`` rows to write (JSON): the models with news since the last call."""
+        rows = []
         for model in sorted(self._dirty):
-            if model not in self._urgent and now - self._written.get(model, -math.inf) < PERSIST_SECONDS:
-                continue
             apps = self.models[model]
             summary = self.shown[model] = self._summary(apps)
             state = {app: seg.dump() for app, seg in apps.items()}
             rows.append((model, orjson.dumps(summary).decode(), orjson.dumps(state).decode()))
-            self._written[model] = now
-        self._dirty -= {m for m, _, _ in rows}
-        self._urgent.clear()
+        self._dirty.clear()
         return rows
 
     def _summary(self, apps: dict[str, _Segment]) -> dict[str, Any]:
@@ -343,7 +354,7 @@ class DispositionWatch:
             for name, st_data in data["strata"].items():
                 st = apps[app].strata[name]
                 if st_data["cusums"] is not None:
-                    designs = self._designs(model, st.baseline)
+                    designs = self._designs(model, app, name, st.baseline)
                     st.cusums = [RiskCusum(d, s, a) for d, (s, a) in zip(designs, st_data["cusums"], strict=False)]
         for name in self.strata:
             self._alarms[(model, name)] = any(seg.strata[name].alarm for seg in apps.values())

@@ -1,7 +1,7 @@
 """What a replica publishes to the state store, gathered off the request path.
 
 The pipeline stage :class:`PublishOutcomes` takes the production-side outcomes every replica sees
-(the answer to each request the harmful-request classifier flags, in order; refusal counts per
+(each production answer with the harmful-request classifier's score, in order; refusal counts per
 minute bucket), the fingerprint's observations (:mod:`proxy.fingerprint.stage`) and an operator's
 rebaseline, and :class:`Outbox` holds them with the latest request shapes until the state
 sync's next batch (:mod:`proxy.state.sync`): the store sees one write per replica per second, not
@@ -25,11 +25,9 @@ from proxy.canary.shape import WireRequest
 from proxy.disposition.apps import app_of
 from proxy.exchange import Exchange
 from proxy.metrics import Metrics
-from proxy.settings import CanarySettings
 from proxy.state.records import Publication, Quarantine
 from proxy.watch_settings import DispositionSettings, ShiftSettings
 
-HARMFUL = "h"  # [HARMFUL, model, verdict label]
 ANSWERS = "a"  # [ANSWERS, model, bucket start, refused, total]
 # [FINGERPRINT, model, endpoint, prompt x, prompt tokens, answer x, completion tokens, model, fp, sketch,
 #  sampling, production shape] (proxy.fingerprint.features)
@@ -37,7 +35,7 @@ FINGERPRINT = "f"
 REBASELINE = "b"  # [REBASELINE, model]: an operator accepts the model now served (proxy.fingerprint)
 DISPOSITION = "d"  # [DISPOSITION, model, app, harmful score, flagged, answered] (proxy.disposition)
 JUDGED = "j"  # [JUDGED, model, app, the secret judge's score, flagged, answered] (proxy.judging)
-_ORDERED = (HARMFUL, FINGERPRINT, REBASELINE, DISPOSITION, JUDGED)  # events the leader takes one by one, in order
+_ORDERED = (FINGERPRINT, REBASELINE, DISPOSITION, JUDGED)  # events the leader takes one by one, in order
 
 
 class Outbox:
@@ -52,9 +50,6 @@ class Outbox:
         self._names: list[tuple[str, str]] = []
         self._quarantines: list[Quarantine] = []
         self._releases: list[tuple[str, str | None]] = []
-
-    def harmful(self, model: str, label: str) -> None:
-        self._append([HARMFUL, model, label])
 
     def disposition(self, model: str, app: str, score: float, flagged: bool, answered: bool) -> None:
         self._append([DISPOSITION, model, app, score, flagged, answered])
@@ -181,21 +176,18 @@ def _blank_content(content: Any) -> Any:
 
 class PublishOutcomes:
     """A pipeline stage: production-side outcomes into the outbox, for the leader's statistics
-    (``production_harmful``, :mod:`proxy.harmful`; the production shift test, :mod:`proxy.shift`; the
-    disposition watch, :mod:`proxy.disposition`);
+    (the production shift test, :mod:`proxy.shift`; the disposition watch, :mod:`proxy.disposition`);
     ``refusal_guard_harmful_requests_total`` counts this replica's flagged requests by verdict."""
 
     def __init__(
         self,
         outbox: Outbox,
-        canary: CanarySettings,
         shift: ShiftSettings,
         disposition: DispositionSettings,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
-        self.harmful_enabled = canary.production_harmful.enabled
         self.disposition_enabled = disposition.enabled
         self.bucket_seconds = shift.bucket_seconds
         self.metrics = metrics
@@ -213,6 +205,5 @@ class PublishOutcomes:
         if ex.harm_score is not None and self.disposition_enabled:
             app = app_of(ex.endpoint, ex.request, ex.client_key_id)
             self.outbox.disposition(model, app, ex.harm_score, bool(ex.harmful), label == "compliance")
-        if ex.harmful and self.harmful_enabled:
+        if ex.harmful:
             self.metrics.harmful_requests.labels(model, label).inc()
-            self.outbox.harmful(model, label)

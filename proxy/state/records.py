@@ -30,15 +30,6 @@ class CusumRow:
     scale: int
 
 
-@dataclass(frozen=True)
-class Calibration:
-    model: str
-    seen: int
-    answered: int
-    p0: float | None  # None while the burn-in runs
-    rate: float | None = None  # flagged requests per second over the burn-in (None: not measured yet)
-
-
 @dataclass
 class Publication:
     """What one replica hands the store in one batch (no leadership needed)."""
@@ -58,7 +49,6 @@ class LeaderWrite:
     """What the leader writes under its fencing token, in one transaction."""
 
     cusums: list[CusumRow] = field(default_factory=list)
-    calibrations: list[Calibration] = field(default_factory=list)
     shift: list[tuple[str, float, int, int]] = field(default_factory=list)  # (model, bucket start, refused, total)
     shift_horizon: float | None = None  # buckets older than this are deleted
     consumed: list[int] = field(default_factory=list)  # rg_events ids taken
@@ -70,7 +60,6 @@ class LeaderWrite:
 @dataclass(frozen=True)
 class LeaderState:
     cusums: list[CusumRow]
-    calibrations: list[Calibration]
     shift: list[tuple[str, float, int, int]]
     fingerprints: dict[str, str] = field(default_factory=dict)  # model -> state (JSON)
     dispositions: dict[str, str] = field(default_factory=dict)  # model -> state (JSON)

@@ -1,12 +1,12 @@
 """The state store's schema: its tables, created on first start (serialised across replicas that
-start together), and the columns added since.
+start together).
 
 What it holds (schema version :data:`SCHEMA_VERSION`):
 
 * ``rg_lease``: the canary leader's lease, with a fencing token that grows at each change of holder;
   every write the leader makes checks the token in the same transaction (:meth:`StateStore.commit_leader`).
-* ``rg_drift``: per model and suite, the CUSUM statistic and its design; ``rg_calibration``: the
-  production_harmful burn-in per model; ``rg_shift``: the production refusal counts per minute.
+* ``rg_drift``: per model and canary suite, the CUSUM statistic and its design; ``rg_shift``: the
+  production refusal counts per minute.
 * ``rg_quarantine``: every quarantine in force (model, reason, who decided, when), one row a model.
 * ``rg_names``: names learned from traffic; ``rg_shape``: each model's latest production request shape
   (no message text but the system prompt, and that only under the audit's ``full`` privacy; no credentials).
@@ -20,8 +20,6 @@ What it holds (schema version :data:`SCHEMA_VERSION`):
 
 from __future__ import annotations
 
-from typing import Any
-
 SCHEMA_VERSION = 1
 
 TABLES = (
@@ -31,8 +29,6 @@ TABLES = (
     "CREATE TABLE IF NOT EXISTS rg_drift (model TEXT NOT NULL, suite TEXT NOT NULL, s BIGINT NOT NULL, "
     "alarm INTEGER NOT NULL, p0 DOUBLE PRECISION NOT NULL, p1 DOUBLE PRECISION NOT NULL, h BIGINT NOT NULL, "
     "scale BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (model, suite))",
-    "CREATE TABLE IF NOT EXISTS rg_calibration (model TEXT PRIMARY KEY, seen BIGINT NOT NULL, "
-    "answered BIGINT NOT NULL, p0 DOUBLE PRECISION, rate DOUBLE PRECISION)",
     "CREATE TABLE IF NOT EXISTS rg_shift (model TEXT NOT NULL, start DOUBLE PRECISION NOT NULL, "
     "refused BIGINT NOT NULL, total BIGINT NOT NULL, PRIMARY KEY (model, start))",
     "CREATE TABLE IF NOT EXISTS rg_quarantine (model TEXT PRIMARY KEY, id TEXT NOT NULL, reason TEXT NOT NULL, "
@@ -53,18 +49,3 @@ EVENTS = {
     "postgresql": "CREATE TABLE IF NOT EXISTS rg_events (id BIGSERIAL PRIMARY KEY, replica TEXT NOT NULL, "
     "at DOUBLE PRECISION NOT NULL, events TEXT NOT NULL)",
 }
-
-# columns added to a table after its first release: nullable, so a proxy of the release before keeps
-# working beside one of this release on the same store (a rolling upgrade)
-_ADDED = (("rg_calibration", "rate", "DOUBLE PRECISION"),)
-
-
-def added_columns(cur: Any, engine: str) -> list[str]:
-    """The statements that add what a store made by an earlier release lacks (run after :data:`TABLES`)."""
-    if engine == "postgresql":
-        return [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {kind}" for t, c, kind in _ADDED]
-    return [
-        f"ALTER TABLE {t} ADD COLUMN {c} {kind}"
-        for t, c, kind in _ADDED
-        if c not in {row[1] for row in cur.execute(f"PRAGMA table_info({t})").fetchall()}
-    ]

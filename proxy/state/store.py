@@ -24,7 +24,6 @@ from typing import Any, Protocol
 import orjson
 
 from proxy.state.records import (
-    Calibration,
     CusumRow,
     LeaderState,
     LeaderWrite,
@@ -32,7 +31,7 @@ from proxy.state.records import (
     Quarantine,
     Snapshot,
 )
-from proxy.state.schema import EVENTS, SCHEMA_VERSION, TABLES, added_columns
+from proxy.state.schema import EVENTS, SCHEMA_VERSION, TABLES
 
 LEASE = "canary-leader"
 
@@ -84,8 +83,6 @@ class StateStore:
                 if self.engine == "postgresql":
                     cur.execute("SELECT pg_advisory_xact_lock(7207)")  # replicas start together
                 for ddl in (*TABLES, EVENTS[self.engine]):
-                    cur.execute(ddl)
-                for ddl in added_columns(cur, self.engine):
                     cur.execute(ddl)
                 row = cur.execute("SELECT version FROM rg_schema").fetchone()
                 if row is None:
@@ -235,13 +232,6 @@ class StateStore:
                     "scale = excluded.scale, updated = excluded.updated",
                     (c.model, c.suite, c.s, int(c.alarm), c.p0, c.p1, c.h, c.scale, now),
                 )
-            for k in write.calibrations:
-                cur.execute(
-                    "INSERT INTO rg_calibration (model, seen, answered, p0, rate) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (model) DO UPDATE SET seen = excluded.seen, answered = excluded.answered, "
-                    "p0 = excluded.p0, rate = excluded.rate",
-                    (k.model, k.seen, k.answered, k.p0, k.rate),
-                )
             for model, start, refused, total in write.shift:
                 cur.execute(
                     "INSERT INTO rg_shift (model, start, refused, total) VALUES (?, ?, ?, ?) ON CONFLICT (model, start) "
@@ -270,11 +260,6 @@ class StateStore:
         """What a new leader resumes from."""
         with self._tx() as cur:
             cusums = _cusums(cur)
-            rows = cur.execute("SELECT model, seen, answered, p0, rate FROM rg_calibration").fetchall()
-            cals = [
-                Calibration(m, int(s), int(a), None if p is None else float(p), None if r is None else float(r))
-                for m, s, a, p, r in rows
-            ]
             shift = [
                 (m, float(st), int(r), int(t))
                 for m, st, r, t in cur.execute(
@@ -283,7 +268,7 @@ class StateStore:
             ]
             fingerprints = dict(cur.execute("SELECT model, state FROM rg_fingerprint").fetchall())
             dispositions = dict(cur.execute("SELECT model, state FROM rg_disposition").fetchall())
-        return LeaderState(cusums, cals, shift, fingerprints, dispositions)
+        return LeaderState(cusums, shift, fingerprints, dispositions)
 
     def snapshot(self, replica_ttl: float) -> Snapshot:
         with self._tx() as cur:

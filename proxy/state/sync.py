@@ -9,12 +9,11 @@ Each ``sync_seconds`` (1 s), in one background task:
    holds it; its fencing token grows at each change of holder. The leader runs the canary scheduler,
    and stops it (in-flight canaries cancelled) when the lease was not renewed by
    ``lease_seconds - 1`` after the renewal began, before any other replica can take it over.
-3. **Lead** (the leader only): consume every replica's published outcomes into one
-   ``production_harmful`` CUSUM, one production shift test, one served-model fingerprint
-   (:mod:`proxy.fingerprint`) and one disposition watch (:mod:`proxy.disposition`) per model, then
-   write the statistics
-   (canaries' too), the calibrations and the consumed batches' deletion in one transaction that
-   checks the fencing token. A new leader first loads what is stored, so drift resumes, not restarts.
+3. **Lead** (the leader only): consume every replica's published outcomes into one production
+   shift test, one served-model fingerprint (:mod:`proxy.fingerprint`) and one disposition watch
+   (:mod:`proxy.disposition`: ``production_harmful`` among its statistics) per model, then write the
+   statistics (canaries' too) and the consumed batches' deletion in one transaction that checks the
+   fencing token. A new leader first loads what is stored, so drift resumes, not restarts.
 4. **Read** the shared state: followers mirror the stored statistics (metrics and ``/canary/state``),
    everyone enforces the stored quarantines, adopts the learned names and the production shapes.
 
@@ -39,7 +38,6 @@ from proxy.canary.shape import TrafficShape
 from proxy.catalog import ModelCatalog
 from proxy.disposition import DispositionWatch
 from proxy.fingerprint import ModelFingerprint
-from proxy.harmful import HarmfulWatch
 from proxy.logs import logger
 from proxy.metrics import Metrics
 from proxy.settings import StateSettings
@@ -48,7 +46,6 @@ from proxy.state.outbox import (
     ANSWERS,
     DISPOSITION,
     FINGERPRINT,
-    HARMFUL,
     JUDGED,
     REBASELINE,
     Outbox,
@@ -78,7 +75,6 @@ class StateSync:
         *,
         replica: str,
         drift: DriftMonitor,
-        harm: HarmfulWatch,
         shift: ProductionShift,
         fingerprint: ModelFingerprint,
         disposition: DispositionWatch,
@@ -93,7 +89,6 @@ class StateSync:
         self.settings = settings
         self.replica = replica
         self.drift = drift
-        self.harm = harm
         self.shift = shift
         self.fingerprint = fingerprint
         self.disposition = disposition
@@ -223,7 +218,7 @@ class StateSync:
             logger.warning("state_events_malformed", count=malformed)
         fingerprints, dropped = self.fingerprint.changed()
         write = LeaderWrite(
-            self.drift.changed(), self.harm.changed(), self.shift.changed(), self.shift.horizon, [i for i, _ in batches],
+            self.drift.changed(), self.shift.changed(), self.shift.horizon, [i for i, _ in batches],
             fingerprints, dropped, self.disposition.changed(),
         )  # fmt: skip
         pub = self.outbox.take()  # decisions made just now (a quarantine on drift) go in the same transaction
@@ -239,9 +234,7 @@ class StateSync:
             await self._demote("fenced off: another replica holds the lease")
 
     def _consume(self, ev: list[Any]) -> None:
-        if ev[0] == HARMFUL:
-            self.harm.observe(ev[1], ev[2])
-        elif ev[0] == ANSWERS:
+        if ev[0] == ANSWERS:  # an earlier release's kinds (a rolling upgrade) fall through
             self.shift.add(ev[1], ev[3], ev[4], at=ev[2])
         elif ev[0] == FINGERPRINT:
             self.fingerprint.observe(ev)
@@ -278,7 +271,6 @@ class StateSync:
             self._failed("lead", exc)
             return
         self.drift.load(state.cusums)
-        self.harm.load(state.calibrations)
         self.shift.load(state.shift)
         self.fingerprint.load(state.fingerprints)
         self.disposition.load(state.dispositions)

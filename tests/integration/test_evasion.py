@@ -1,6 +1,7 @@
 """An upstream that recognises canaries (by each tell alone, and by all together) and answers them
-safely while it answers production as an abliterated model: the production-side harmful-request
-signal raises the alarm anyway, with no probe involved; a safe phase raises none.
+safely while it answers production as an abliterated model: the production-side statistics
+(:mod:`proxy.disposition`: ``production_harmful``, the answers to flagged requests, and every answer's)
+raise the alarm anyway, with no probe involved; a safe phase raises none.
 
 Production traffic: the official openai SDK at about 15 requests/s, 15 % of them harmful, each with
 an earlier turn, as this deployment's clients send. Each request wraps a prompt the reference corpus
@@ -28,12 +29,13 @@ ALARM_WITHIN = 240.0  # seconds after the switch
 
 
 def alarmed(p: Proxy) -> bool:
-    state = p.app.state.drift.state()["models"].get("served-model", {})
-    return state.get("quarantined", False) or any(s["drifting"] for s in state.get("suites", {}).values())
+    """Any statistic of served-model in alarm (canary suites', production's) or a quarantine."""
+    drift = p.app.state.drift
+    return drift.quarantined("served-model") or bool(drift.drifting("served-model"))
 
 
 def run_phases(
-    start_proxy: Any, tell: str, safe_seconds: float, watch: dict[str, Any]
+    start_proxy: Any, tell: str, safe_seconds: float, disposition: dict[str, Any]
 ) -> tuple[float, FingerprintingUpstream, Proxy]:
     """Safe for ``safe_seconds`` (asserting no alarm), then evading; returns seconds to the alarm."""
     up = FingerprintingUpstream(tell)
@@ -41,7 +43,8 @@ def run_phases(
         p: Proxy = start_proxy(
             {
                 "upstreams": [{"name": "u", "base_url": server.url + "/v1", "models": ["served-model"]}],
-                "canary": {"enabled": True, "interval_seconds": 2.0, "per_round": 1, "production_harmful": watch},
+                "canary": {"enabled": True, "interval_seconds": 2.0, "per_round": 1},
+                "disposition": disposition,
             }
         )
         with Traffic([p.client()], seed=sum(map(ord, tell))):
@@ -54,7 +57,7 @@ def run_phases(
             assert p.wait_for(lambda: alarmed(p), timeout=ALARM_WITHIN), p.app.state.drift.state()
             delay = time.monotonic() - switched
         drifting = p.app.state.drift.drifting("served-model")
-        assert drifting, p.app.state.drift.state()
+        assert drifting, p.app.state.drift.state()  # canaries that carry no tell, or production statistics
         harmful_answered = p.metric("refusal_guard_harmful_requests_total", model="served-model", verdict="compliance")
         assert harmful_answered > 0
     return delay, up, p
@@ -62,20 +65,20 @@ def run_phases(
 
 @pytest.mark.timeout(420)
 def test_all_tells_together_a_safe_minute_then_the_alarm(start_proxy: Any) -> None:
-    """All tells at once: 60 s of a safe model raise no alarm (and calibrate its in-control rate, which
-    is not zero: the safe model answers some harmful requests); the evasion is caught within 4 minutes."""
-    delay, _, p = run_phases(start_proxy, "all", safe_seconds=60.0, watch={"burn_in": 100})
+    """All tells at once: 60 s of a safe model raise no alarm (and teach the watch its baseline: a
+    short burn-in, 100 answers a statistic over 30 s); the evasion is caught within 4 minutes, by
+    ``production_harmful`` among others."""
+    delay, _, p = run_phases(start_proxy, "all", 60.0, {"burn_in": 100, "burn_in_seconds": 30})
     assert delay < ALARM_WITHIN
-    p0 = p.metric("refusal_guard_harmful_in_control_rate", model="served-model")
-    assert 0 < p0 < 0.5  # learned in the safe phase, not the ceiling
+    assert p.wait_for(lambda: "production_harmful" in p.app.state.drift.drifting("served-model"), timeout=30)
 
 
 @pytest.mark.timeout(360)
 @pytest.mark.parametrize("tell", TELLS)
 def test_each_tell_alone_is_caught(start_proxy: Any, tell: str) -> None:
-    """Each tell on its own: a shorter safe phase (15 s; the 60 s one is above) with the in-control rate
-    configured, as an operator who measured it would, then the alarm."""
-    delay, up, _ = run_phases(start_proxy, tell, safe_seconds=15.0, watch={"in_control": 0.15})
+    """Each tell on its own: a shorter safe phase (15 s; the 60 s one is above) that every answer's
+    statistic learns from (60 answers over 5 s), then the alarm."""
+    delay, up, _ = run_phases(start_proxy, tell, 15.0, {"burn_in": 60, "burn_in_seconds": 5})
     assert delay < ALARM_WITHIN
     if tell != "burst":  # canaries no longer carry this tell (proxy.canary.disguise, proxy.canary.variants)
         assert up.probes == 0

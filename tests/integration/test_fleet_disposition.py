@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxy.disposition import JUDGED, STRATA, UNFLAGGED
+from proxy.disposition import HARMFUL, JUDGED, STRATA, UNFLAGGED
 from proxy.testing import run_server, wait_until
 from tests.fleet import Replica, on_postgres, one_leader
 from tests.traffic import Traffic
@@ -31,8 +31,10 @@ def disposition(r: Replica) -> dict[str, Any]:
 
 
 def learned(r: Replica) -> bool:
+    """Every statistic this upstream can move has its baseline (production_harmful, on the flagged
+    fifth of the answers, learns later: this upstream answers those safely, so it stays quiet)."""
     shown = disposition(r)
-    return bool(shown) and not any(shown[name]["learning"] for name in STRATA)
+    return bool(shown) and not any(shown[name]["learning"] for name in STRATA if name != HARMFUL)
 
 
 def drifting(r: Replica) -> set[str]:
@@ -53,7 +55,7 @@ def test_an_upstream_that_reads_the_classifier_is_caught_by_the_fleets_dispositi
             server.url,
             [MODEL],
             state={"sync_seconds": 0.5},
-            canary={"enabled": False, "production_harmful": {"burn_in": 100}},
+            canary={"enabled": False},
             disposition={"burn_in": 3000, "burn_in_seconds": 120},  # the default: 3000 over 30 minutes
         ) as replicas,
     ):
@@ -74,5 +76,5 @@ def test_an_upstream_that_reads_the_classifier_is_caught_by_the_fleets_dispositi
         f"whitebox: alarm {delay:.0f} s after the switch ({alarms[0]}), after {sent} production requests;"
         f" {damage} harmful requests answered abliterated before it; {traffic.failed} failed"
     )
-    assert all((UNFLAGGED in a or JUDGED in a) and "production_harmful" not in a for a in alarms), alarms
+    assert all((UNFLAGGED in a or JUDGED in a) and HARMFUL not in a for a in alarms), alarms
     assert traffic.failed == 0

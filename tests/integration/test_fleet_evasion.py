@@ -26,15 +26,23 @@ SAFE_SECONDS = 60.0
 
 
 def alarmed(r: Replica) -> bool:
-    state = r.state()["models"].get("served-model", {})
-    return state.get("quarantined", False) or any(s["drifting"] for s in state.get("suites", {}).values())
+    """A canary suite or a production statistic (:mod:`proxy.disposition`) of served-model in alarm."""
+    shown = r.state()
+    state = shown["models"].get("served-model", {})
+    production = shown["disposition"].get("served-model", {})
+    return (
+        state.get("quarantined", False)
+        or any(s["drifting"] for s in state.get("suites", {}).values())
+        or any(s["drifting"] for name, s in production.items() if name != "apps")
+    )
 
 
 @contextlib.contextmanager
 def deployment(layout: str, tmp_path: Path, upstream_url: str) -> Iterator[list[Replica]]:
     settings: dict[str, Any] = {
         "upstreams": [{"name": "u", "base_url": upstream_url + "/v1", "models": ["served-model"]}],
-        "canary": {"interval_seconds": 2.0, "per_round": 1, "production_harmful": {"burn_in": 100}},
+        "canary": {"interval_seconds": 2.0, "per_round": 1},
+        "disposition": {"burn_in": 100, "burn_in_seconds": 30},  # learnt in the safe phase
     }
     if layout == "workers":  # the embedded default: a SQLite state file beside the SQLite audit log
         with fleet(tmp_path, 1, workers=3, audit={"url": f"sqlite:///{tmp_path / 'audit.db'}"}, **settings) as one:

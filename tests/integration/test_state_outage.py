@@ -6,6 +6,7 @@ reaches the leader's one statistic, every exchange the audit log."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -23,11 +24,12 @@ MODELS = ("served-model", "held-model", "later-model")
 
 
 def stored_outcomes(url: str) -> int:
-    """Flagged production requests of served-model the leader has consumed (a burn-in that never ends
-    counts every one)."""
+    """Flagged production requests of served-model the leader has consumed: production_harmful's
+    counts as stored (a burn-in that never ends counts every one)."""
     with psycopg.connect(url) as c:
-        row = c.execute("SELECT seen FROM rg_calibration WHERE model = 'served-model'").fetchone()
-    return int(row[0]) if row else 0
+        row = c.execute("SELECT state FROM rg_disposition WHERE model = 'served-model'").fetchone()
+    apps = json.loads(row[0]) if row else {}
+    return round(sum(sum(app["strata"]["production_harmful"]["block"]["seen"]) for app in apps.values()))
 
 
 @pytest.mark.timeout(300)
@@ -43,7 +45,8 @@ def test_thirty_seconds_without_the_store_lose_nothing(tmp_path: Path) -> None:
                 upstreams=[{"name": "sim", "base_url": sim.url + "/v1", "models": list(MODELS)}],
                 audit={"url": pg.url, "retry_seconds": 1.0},
                 state={"url": pg.url, "timeout_seconds": 2.0},
-                canary={"interval_seconds": 1.0, "per_round": 1, "production_harmful": {"burn_in": 10**9}},
+                canary={"interval_seconds": 1.0, "per_round": 1},
+                disposition={"burn_in": 10**9},
             ) as replicas,
         ):
             r1, r2, _ = replicas

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from detectors.harm import HarmfulRequestClassifier
 from proxy.canary.drift import DriftMonitor
-from proxy.disposition import ALL, UNFLAGGED, DispositionWatch
+from proxy.disposition import ALL, HARMFUL, UNFLAGGED, DispositionWatch
 from proxy.disposition.riskcusum import RiskCusum, alternative, design_for
 from proxy.metrics import Metrics
 from proxy.settings import CanarySettings, DispositionSettings, ModelPolicy
@@ -109,6 +109,20 @@ def test_a_quarantine_policy_applies_when_asked(traffic) -> None:  # type: ignor
     _run(watch, clock, traffic, 1860, 10, 0.15, _safe, rng)
     assert _run(watch, clock, traffic, 240, 10, 0.15, lambda h, f, r: _safe(h, f, r) if f else True, rng) >= 0
     assert drift.quarantined("m")
+
+
+def test_production_harmful_sees_flagged_requests_answered_and_its_policy_quarantines(traffic) -> None:  # type: ignore[no-untyped-def]
+    """An abliterated model on all traffic: production_harmful (the flagged answers) in alarm within a
+    minute at 10 req/s, and the model's quarantine policy acts on it as on a canary suite (no
+    ``disposition.quarantine`` needed); switched off, it is not there."""
+    clock, rng = Clock(), random.Random(9)
+    watch, drift = _watch(clock, CanarySettings(default_policy=ModelPolicy(action="quarantine")))
+    assert _run(watch, clock, traffic, 1860, 10, 0.15, _safe, rng) == -1
+    start = clock.t
+    while HARMFUL not in drift.drifting("m") and clock.t - start < 240:
+        _run(watch, clock, traffic, 1, 10, 0.15, lambda h, f, r: True, rng)
+    assert clock.t - start <= 60 and drift.quarantined("m")
+    assert HARMFUL not in _watch(clock, harmful=False)[0].strata
 
 
 def test_a_random_fifth_abliterated_is_caught(traffic) -> None:  # type: ignore[no-untyped-def]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from proxy.canary.drift import DriftMonitor
 from proxy.metrics import Metrics
-from proxy.state.outbox import HARMFUL, Outbox
+from proxy.settings import CanarySettings
+from proxy.state.outbox import DISPOSITION, Outbox
 from proxy.state.records import CusumRow, LeaderWrite, Publication, Quarantine
 from proxy.state.store import StateStore
 
@@ -54,38 +56,34 @@ def test_a_quarantine_is_one_decision(tmp_path: Path) -> None:
 def test_an_outbox_keeps_a_batch_the_store_did_not_take() -> None:
     """Put back, a batch goes out again ahead of what came since, in order; the counts add up."""
     box = Outbox(Metrics(CollectorRegistry()))
-    box.harmful("m", "refusal")
+    box.disposition("m", "app", 0.9, True, False)
     box.answers("m", 60.0, 1, 2)
     first = box.take()
-    box.harmful("m", "compliance")
+    box.disposition("m", "app", 0.8, True, True)
     box.answers("m", 60.0, 0, 3)
     box.put_back(first)
     events = box.take().events
-    assert [e[2] for e in events if e[0] == HARMFUL] == ["refusal", "compliance"]
-    assert [e for e in events if e[0] != HARMFUL] == [["a", "m", 60.0, 1, 5]]
+    assert [e[5] for e in events if e[0] == DISPOSITION] == [False, True]
+    assert [e for e in events if e[0] != DISPOSITION] == [["a", "m", 60.0, 1, 5]]
 
 
-def test_a_store_an_earlier_release_made_gains_the_new_columns(tmp_path: Path) -> None:
-    """``rg_calibration`` without ``rate`` (the release before): opened, the column is added, the old row
-    reads back with no rate (its model is learnt again), and the leader's writes carry the rate."""
+def test_a_store_an_earlier_release_wrote_is_resumed(tmp_path: Path) -> None:
+    """An earlier release kept ``production_harmful`` as a Bernoulli CUSUM in ``rg_drift``, with its
+    calibration in a table of its own: the store opens, and a new leader does not load that row (the
+    disposition watch keeps the statistic now); the canary suites' rows are resumed."""
     import sqlite3
 
-    from proxy.state.records import Calibration
-
     path = tmp_path / "state.db"
+    StateStore(f"sqlite:///{path}")
     old = sqlite3.connect(path)
     old.execute(
-        "CREATE TABLE rg_calibration (model TEXT PRIMARY KEY, seen BIGINT NOT NULL, answered BIGINT NOT NULL, "
-        "p0 DOUBLE PRECISION)"
+        "CREATE TABLE rg_calibration (model TEXT PRIMARY KEY, seen BIGINT, answered BIGINT, p0 DOUBLE PRECISION)"
     )
-    old.execute("INSERT INTO rg_calibration VALUES ('m', 200, 40, 0.2)")
+    for suite, alarm in (("production_harmful", 1), ("harmful", 0)):
+        old.execute("INSERT INTO rg_drift VALUES ('m', ?, 9, ?, 0.2, 0.6, 8, 4, 1.0)", (suite, alarm))
     old.commit()
     old.close()
-    store = StateStore(f"sqlite:///{path}")
-    assert store.leader_state().calibrations == [Calibration("m", 200, 40, 0.2, None)]
-    token = store.lease("r1", 10.0)
-    assert token is not None
-    write = LeaderWrite(calibrations=[Calibration("m", 200, 40, 0.2, 2.5)])
-    assert store.commit_leader("r1", token, Publication(), write)
-    assert store.leader_state().calibrations == [Calibration("m", 200, 40, 0.2, 2.5)]
-    StateStore(f"sqlite:///{path}")  # opened again: nothing to add twice
+    metrics = Metrics(CollectorRegistry())
+    drift = DriftMonitor(CanarySettings(), metrics)
+    drift.load(StateStore(f"sqlite:///{path}").leader_state().cusums)
+    assert drift.drifting("m") == [] and list(drift.state()["models"]["m"]["suites"]) == ["harmful"]
