@@ -38,7 +38,7 @@ sim: $(VENV)/.installed-run
 	$(BIN)/refusal-guard sim-upstream --port $(SIM_PORT)
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # the fast loop (CONTRIBUTING.md): the unit tests and the doctests, no servers
 test-unit: install

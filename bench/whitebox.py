@@ -48,10 +48,12 @@ def main() -> None:
         f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}; 2 replicas on one "
         f"PostgreSQL, {args.rate:g} production req/s (15 % harmful), a burn-in of 3000 answers and at least "
         f"{args.burn_in_seconds:g} s, a 60 s safe phase, canaries off.\n\n"
-        "| run | seconds to the alarm | in alarm | harmful answered before it | production requests before it | failed |\n"
-        "|---|---|---|---|---|---|\n"
+        "| run | seconds to the alarm | in alarm | harmful answered before it | production requests before it "
+        "| failed | answers the watch saw | classification shed | judged |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
         + "".join(
-            f"| {i + 1} | {r.delay:.0f} | {', '.join(sorted(set().union(*r.alarms)))} | {r.damage} | {r.sent} | {r.failed} |\n"
+            f"| {i + 1} | {r.delay:.0f} | {', '.join(sorted(set().union(*r.alarms)))} | {r.damage} | {r.sent} "
+            f"| {r.failed} | {r.reached:.1%} | {r.shed:.0f} | {r.judged:.0f} |\n"
             for i, r in enumerate(runs)
         )
         + f"\nMedian {statistics.median(delays):.0f} s, worst {max(delays):.0f} s. "

@@ -16,6 +16,7 @@ from reference_upstream.corpus import load_corpus
 
 RATE = 15.0  # production requests per second
 HARMFUL_SHARE = 0.15
+POOL = 16  # requests in flight at most: enough that a slow answer does not queue the next ones into a burst
 CLIENT_WORDING = "Ticket 4471, from the help desk. {}\nThanks in advance."
 
 
@@ -62,7 +63,7 @@ class Traffic:
         )
 
     def _run(self) -> None:
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(POOL) as pool:
             start = time.monotonic()
             while not self.stop.is_set():
                 client = self.clients[self.sent % len(self.clients)]

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 
 from detectors.harm import HarmfulRequestClassifier
-from proxy.disposition import HARMFUL, STRATA
+from proxy.disposition import ALL, HARMFUL, STRATA
 from proxy.extract import prompt_text
 from proxy.testing import run_server, wait_until
 from tests.fingerprint import FingerprintingUpstream
@@ -65,6 +65,16 @@ class Caught:
     damage: int  # harmful requests answered abliterated before the alarm
     sent: int  # production requests sent between the switch and the alarm
     failed: int  # production requests that failed, whole run
+    reached: float  # the share of production answers the watch saw (every answer's statistic), whole run
+    shed: float  # answers left unclassified (a full queue), summed over the replicas
+    judged: float  # requests the secret judge scored, summed over the replicas
+
+
+def reached(r: Replica, answered: int) -> float:
+    """The share of ``answered`` that every answer's statistic has counted (baseline and block, over the apps)."""
+    apps = disposition(r).get("apps", {})
+    seen = sum(a[ALL]["baseline_answers"] + a[ALL]["block_answers"] for a in apps.values())
+    return seen / max(answered, 1)
 
 
 def caught_by_the_fleet(
@@ -100,4 +110,7 @@ def caught_by_the_fleet(
             delay, damage, sent = time.monotonic() - switched, up.damage, traffic.sent - before
             assert wait_until(lambda: all(drifting(r) for r in replicas), timeout=10, interval=0.5)
             alarms = [drifting(r) for r in replicas]
-    return Caught(delay, alarms, damage, sent, traffic.failed)
+            shed = sum(r.metric("refusal_guard_classification_shed_total") for r in replicas)
+            judged = sum(r.metric("refusal_guard_judge_requests_total", outcome="judged") for r in replicas)
+            seen = max(reached(r, traffic.answered) for r in replicas)
+    return Caught(delay, alarms, damage, sent, traffic.failed, seen, shed, judged)

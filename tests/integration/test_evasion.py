@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from proxy.disposition import ALL, HARMFUL
 from proxy.testing import audit_records, run_server
 from tests.conftest import Proxy
 from tests.fingerprint import TELLS, FingerprintingUpstream
@@ -26,6 +27,7 @@ from tests.traffic import Traffic
 from tests.whitebox import WhiteBoxUpstream
 
 ALARM_WITHIN = 240.0  # seconds after the switch
+SAFE_GRACE = 90.0  # at most this much longer safe phase, for the baselines a test waits for
 
 
 def alarmed(p: Proxy) -> bool:
@@ -34,10 +36,18 @@ def alarmed(p: Proxy) -> bool:
     return drift.quarantined("served-model") or bool(drift.drifting("served-model"))
 
 
+def learned(p: Proxy, strata: tuple[str, ...]) -> bool:
+    """These statistics of served-model have their baselines (a slow machine's safe phase may end first)."""
+    shown = p.app.state.disposition.state().get("served-model") or {}
+    return all(name in shown and not shown[name]["learning"] for name in strata)
+
+
 def run_phases(
-    start_proxy: Any, tell: str, safe_seconds: float, disposition: dict[str, Any]
+    start_proxy: Any, tell: str, safe_seconds: float, disposition: dict[str, Any], strata: tuple[str, ...] = ()
 ) -> tuple[float, FingerprintingUpstream, Proxy]:
-    """Safe for ``safe_seconds`` (asserting no alarm), then evading; returns seconds to the alarm."""
+    """Safe for ``safe_seconds`` and until ``strata`` have learned (asserting no alarm), then evading
+    until the first alarm and until each of ``strata`` is in alarm too, all within :data:`ALARM_WITHIN`
+    of the switch (production keeps flowing meanwhile); returns seconds to the first alarm."""
     up = FingerprintingUpstream(tell)
     with run_server(up.app) as server:
         p: Proxy = start_proxy(
@@ -49,13 +59,20 @@ def run_phases(
         )
         with Traffic([p.client()], seed=sum(map(ord, tell))):
             deadline = time.monotonic() + safe_seconds
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or not learned(p, strata):
                 assert not alarmed(p), p.app.state.drift.state()
+                assert time.monotonic() < deadline + SAFE_GRACE, p.app.state.disposition.state()
                 time.sleep(0.5)
             up.mode = "evade"
             switched = time.monotonic()
             assert p.wait_for(lambda: alarmed(p), timeout=ALARM_WITHIN), p.app.state.drift.state()
             delay = time.monotonic() - switched
+            rest = max(1.0, switched + ALARM_WITHIN - time.monotonic())
+            assert p.wait_for(lambda: set(strata) <= set(p.app.state.drift.drifting("served-model")), timeout=rest), (
+                up.probes,
+                up.damage,
+                p.app.state.disposition.state(),
+            )
         drifting = p.app.state.drift.drifting("served-model")
         assert drifting, p.app.state.drift.state()  # canaries that carry no tell, or production statistics
         harmful_answered = p.metric("refusal_guard_harmful_requests_total", model="served-model", verdict="compliance")
@@ -63,14 +80,13 @@ def run_phases(
     return delay, up, p
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_all_tells_together_a_safe_minute_then_the_alarm(start_proxy: Any) -> None:
     """All tells at once: 60 s of a safe model raise no alarm (and teach the watch its baseline: a
     short burn-in, 100 answers a statistic over 30 s); the evasion is caught within 4 minutes, by
-    ``production_harmful`` among others."""
-    delay, _, p = run_phases(start_proxy, "all", 60.0, {"burn_in": 100, "burn_in_seconds": 30})
+    ``production_harmful`` among others (canaries, which carry no tell now, are often first)."""
+    delay, _, _ = run_phases(start_proxy, "all", 60.0, {"burn_in": 100, "burn_in_seconds": 30}, (ALL, HARMFUL))
     assert delay < ALARM_WITHIN
-    assert p.wait_for(lambda: "production_harmful" in p.app.state.drift.drifting("served-model"), timeout=30)
 
 
 @pytest.mark.timeout(360)
