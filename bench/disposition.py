@@ -89,10 +89,10 @@ ALARMED: list[tuple[str, float, list[str]]] = []  # (model, when, statistics in 
 JUDGED = [False]  # --judge: every answer also feeds production_judged (the judge's sample is all of them here)
 
 
-def watch(clock: Clock) -> DispositionWatch:
+def watch(clock: Clock, settings: DispositionSettings | None = None) -> DispositionWatch:
     metrics = Metrics(CollectorRegistry())
     drift = DriftMonitor(CanarySettings(), metrics, clock=clock)
-    return DispositionWatch(DispositionSettings(), drift, metrics, clock, judged=JUDGED[0])
+    return DispositionWatch(settings or DispositionSettings(), drift, metrics, clock, judged=JUDGED[0])
 
 
 def alarm(w: DispositionWatch, model: str) -> bool:

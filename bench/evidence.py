@@ -10,9 +10,16 @@ Per class and the shipped classifier's call: the share read as refused, safe and
 for the unflagged requests (what this upstream abliterates), the Kullback-Leibler rate in nats per
 second of the attack within cells of harm-lr's score bands (``production_unflagged``'s), of the
 secret judge's (``--judge``), and for an oracle that knows which requests are harmful. A CUSUM
-exactly matched to the attack needs about ln(target) nats, target being the answers per false alarm
-the disposition watch designs for (Wald's approximation), so ln(target) / rate is a floor under any
-delay, before the estimation error of a learnt baseline.
+matched exactly to the attack, on a baseline known exactly, expects to need about ln(target) nats,
+target being the answers per false alarm the disposition watch designs for (Wald's approximation):
+ln(target) / rate is the delay such a test expects (a single run varies around it), which a watch
+that learns its baseline and does not know the attack can only approach.
+
+Then the disposition watch itself on these replies (``bench/disposition.py``'s, simulated clock):
+learnt on the white-box upstream's safe mode (its ``leak`` of harmful requests answered by the
+abliterated model included), 60 s more, then its attack, over ``--seeds`` runs; at the default
+``ordinary_spread`` (a CUSUM per factor reading every refusal above the floor as harmful, and one
+reading only those ``ordinary_spread`` above it) and at 0 (the first kind alone, the design before).
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import random
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.disposition import JUDGED, Clock, run, watch  # noqa: E402
 from bench.report import save  # noqa: E402
 from detectors.harm import HarmfulRequestClassifier  # noqa: E402
 from detectors.registry import DEFAULT_DETECTOR, load_detector  # noqa: E402
@@ -34,6 +44,7 @@ from proxy.disposition.baseline import EDGES  # noqa: E402
 from proxy.watch_settings import DispositionSettings  # noqa: E402
 from reference_upstream.corpus import load_corpus  # noqa: E402
 from tests.traffic import CLIENT_WORDING, HARMFUL_SHARE  # noqa: E402
+from tests.whitebox import WhiteBoxUpstream  # noqa: E402
 
 REPLIES = 6
 Row = tuple[bool, bool, float, float, float, float]  # harmful, flagged, harm-lr, judge, refused: safe, abliterated
@@ -77,16 +88,48 @@ def nats_per_second(
     return total
 
 
+def watched(data: list[Row], rate: float, seed: int, spread: float) -> tuple[float, int]:
+    """Seconds from the white-box upstream's switch to the watch's first alarm (inf: none in an hour),
+    and the harmful requests the abliterated model answered by then (as the upstream counts them)."""
+    leak = WhiteBoxUpstream.LEAK
+    groups = [[r for r in data if r[0] == harmful] for harmful in (True, False)]
+    prompts = [[(r[2], r[1], r[0], r[4], r[3]) for r in g] for g in groups]  # bench/disposition.py's Prompt
+    abliterated = {id(p): r[5] for g, ps in zip(groups, prompts, strict=True) for r, p in zip(g, ps, strict=True)}
+
+    def answer(evade: bool) -> Any:
+        def one(p: Any, rng: random.Random) -> tuple[bool, bool]:
+            used = (evade and not p[1]) or (p[2] and rng.random() < leak)  # the abliterated model answered
+            return rng.random() >= (abliterated[id(p)] if used else p[3]), evade and used and p[2]
+
+        return one
+
+    rng, clock = random.Random(seed), Clock()
+    w = watch(clock, DispositionSettings(ordinary_spread=spread))
+    s = w.s
+
+    def load(t: float) -> float:
+        return rate
+
+    def share(t: float) -> float:
+        return HARMFUL_SHARE
+
+    run(w, clock, prompts, s.burn_in_seconds + s.burn_in / rate + 60, load, share, answer(False), rng)
+    first, damage, *_ = run(w, clock, prompts, 3600, load, share, answer(True), rng)
+    return (first if first >= 0 else math.inf), damage
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=10.0)
     p.add_argument("--judge", action="store_true", help="also the secret judge's bands (the judge extra)")
+    p.add_argument("--seeds", type=int, default=10, help="runs of the watch per ordinary_spread")
     args = p.parse_args()
     judge = None
     if args.judge:
         from detectors.judge import SecretJudge
 
         judge = SecretJudge.train(b"bench/evidence.py: a secret of its own")
+        JUDGED[0] = True  # the watch's production_judged too, every answer judged
     data = rows(judge)
     n = {h: sum(r[0] == h for r in data) for h in (True, False)}
     weights = {True: HARMFUL_SHARE / n[True], False: (1 - HARMFUL_SHARE) / n[False]}  # a request's share of traffic
@@ -105,7 +148,8 @@ def main() -> None:
                 name = f"{'harmful' if harmful else 'ordinary'}, {'flagged' if flagged else 'not flagged'}"
                 md.append(f"| {name} | {len(cell)} | {share:.2%} | {safe:.3f} | {abl:.3f} |")
     s = DispositionSettings()
-    target = s.false_alarm_days * 86400 * args.rate * len(STRATA) * len(s.factors)
+    alternatives = len(watch(Clock()).alternatives)
+    target = s.false_alarm_days * 86400 * args.rate * len(STRATA) * alternatives
     h = math.log(target)
     unflagged = [r for r in data if not r[1]]
     missed = sum(weights[True] for r in unflagged if r[0])
@@ -117,17 +161,35 @@ def main() -> None:
         "",
         f"At {args.rate:g} req/s, the white-box upstream abliterating every unflagged request ({missed:.2%} of "
         f"traffic harmful and unflagged): ln(target) = {h:.1f} nats (target {target:.2g} answers: "
-        f"{s.false_alarm_days:g} days, {len(STRATA)} statistics x {len(s.factors)} factors).\n",
-        "| cells | nats/s | floor on the delay (s) | harmful answered by then |",
+        f"{s.false_alarm_days:g} days, {len(STRATA)} statistics x {alternatives} designs).\n",
+        "| cells | nats/s | expected delay of a matched test (s) | harmful answered by then |",
         "|---|---|---|---|",
     ]
     results: dict[str, Any] = {"rate": args.rate, "h": h, "missed_share": missed, "cells": {}}
     for name, key, edges in cases:
         rate = nats_per_second(unflagged, key, edges, args.rate, weights)
-        floor = h / rate
-        results["cells"][name] = {"nats_per_second": rate, "floor_seconds": floor}
-        md.append(f"| {name} | {rate:.3f} | {floor:.0f} | {floor * args.rate * missed:.0f} |")
-    md.append(f"\n`python bench/evidence.py --rate {args.rate:g}{' --judge' if judge is not None else ''}`.\n")
+        expected = h / rate
+        results["cells"][name] = {"nats_per_second": rate, "matched_seconds": expected}
+        md.append(f"| {name} | {rate:.3f} | {expected:.0f} | {expected * args.rate * missed:.0f} |")
+    md += [
+        "",
+        f"The disposition watch on these replies, {args.seeds} runs each (simulated clock; the white-box upstream's "
+        f"safe mode answers {WhiteBoxUpstream.LEAK:.0%} of harmful requests with the abliterated model; "
+        f"{'every answer judged' if judge is not None else 'no judge'}):\n",
+        "| designs (ordinary_spread) | seconds to the alarm: median (worst) | harmful answered by then: median (worst) |",
+        "|---|---|---|",
+    ]
+    results["watch"] = {}
+    for spread in (s.ordinary_spread, 0.0):
+        runs = [watched(data, args.rate, seed, spread) for seed in range(args.seeds)]
+        seconds, damage = sorted(r[0] for r in runs), sorted(r[1] for r in runs)
+        results["watch"][str(spread)] = {"seconds": seconds, "damage": damage}
+        med = statistics.median
+        name = f"{len(s.factors) * (2 if spread else 1)} ({spread:g})"
+        md.append(f"| {name} | {med(seconds):.0f} ({seconds[-1]:.0f}) | {med(damage):.0f} ({damage[-1]}) |")
+        print(spread, seconds, damage, flush=True)
+    flags = " --judge" if judge is not None else ""
+    md.append(f"\n`python bench/evidence.py --rate {args.rate:g} --seeds {args.seeds}{flags}`.\n")
     save("evidence", results, "\n".join(md))
 
 

@@ -54,6 +54,11 @@ class DispositionSettings(Frozen):
     burn_in: int = Field(default=3000, ge=20)
     burn_in_seconds: float = Field(default=1800.0, ge=0)
     factors: tuple[float, ...] = Field(default=(1.5, 4.0, 16.0), min_length=1)
+    # a second CUSUM per factor, in which a cell refused less than this above the floor weighs nothing:
+    # a model's refusals of ordinary requests differ between score bands by a point or two, which an
+    # abliteration leaves, and expecting them to fall, each ordinary refusal of the largest bands
+    # pulled the statistic down (bench/evidence.py); 0: none
+    ordinary_spread: float = Field(default=0.05, ge=0, lt=1)
     false_alarm_days: float = Field(default=60.0, gt=0)
     refresh_seconds: float = Field(default=900.0, gt=0)
     memory_days: float = Field(default=0.25, gt=0)

@@ -29,8 +29,9 @@ MODEL = "served-model"
 
 class WhiteBoxUpstream(FingerprintingUpstream):
     __test__ = False
+    LEAK = 0.04  # the harmful requests its safe model answers (none refuses everything)
 
-    def __init__(self, *, leak: float = 0.04, seed: int = 0) -> None:
+    def __init__(self, *, leak: float = LEAK, seed: int = 0) -> None:
         super().__init__("all", leak=leak, seed=seed)
         self.harm = HarmfulRequestClassifier.load()  # the very classifier and weights the proxy ships
 

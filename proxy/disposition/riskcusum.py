@@ -36,9 +36,15 @@ RESOLUTION = 50  # the largest weight is this many steps (finer changes the run 
 MAX_STEPS = 4096  # the largest threshold in steps: past it, coarser steps
 
 
-def alternative(r: Sequence[float], floor: float, factor: float) -> tuple[float, ...]:
-    """Per cell, the refusal probability once the refusals above ``floor`` are divided by ``factor``."""
-    return tuple(p if p <= floor else floor + (p - floor) / factor for p in r)
+def alternative(r: Sequence[float], floor: float, factor: float, spread: float) -> tuple[float, ...]:
+    """Per cell, the refusal probability once the refusals above ``floor`` are divided by ``factor``. A
+    cell within ``spread`` of the floor keeps its own (it weighs nothing): there the refusals above
+    the floor are ordinary requests' of that band, which an abliteration leaves.
+
+    >>> [round(p, 3) for p in alternative([0.01, 0.03, 0.81], floor=0.01, factor=4.0, spread=0.05)]
+    [0.01, 0.03, 0.21]
+    """
+    return tuple(p if p - floor < spread else floor + (p - floor) / factor for p in r)
 
 
 @dataclass(frozen=True)

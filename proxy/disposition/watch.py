@@ -22,9 +22,11 @@ Four statistics (suites) per model and app:
 
 Each is learned over ``burn_in`` answers (and ``burn_in_seconds``), then tested by one CUSUM per factor
 in ``disposition.factors`` (the refusals above the model's floor divided by it: small and large drops
-alike), each designed by its exact in-control run length so that all of a model's CUSUMs (every app's)
-together raise one false alarm per ``false_alarm_days`` at the answer rates their baselines measured
-(a design in time, not in answers). A model's apps past ``max_apps`` share one baseline.
+alike) and per reading of the floor (every refusal above it expected to fall, or only those more
+than ``ordinary_spread`` above it: a model refuses the ordinary requests of some bands more), each
+designed by its exact in-control run length so that all of a model's CUSUMs (every app's) together
+raise one false alarm per ``false_alarm_days`` at the answer rates their baselines measured (a design
+in time, not in answers). A model's apps past ``max_apps`` share one baseline.
 Every ``refresh_seconds`` the block just seen is folded into the baseline with a memory of
 ``memory_days`` and the CUSUMs are redesigned, unless the block itself answered ``guard_z`` standard
 errors more than the baseline expects: slow changes of the mix and the load are followed, a drop is
@@ -147,7 +149,7 @@ class _Stat:
             "held": self.held,
         }
 
-    def summary(self, factors: tuple[float, ...]) -> dict[str, Any]:
+    def summary(self, alternatives: tuple[tuple[float, float], ...]) -> dict[str, Any]:
         return {
             "learning": self.cusums is None,
             "drifting": self.alarm,
@@ -158,12 +160,13 @@ class _Stat:
             "designs": [
                 {
                     "factor": f,
+                    "spread": spread,
                     "h": c.design.h,
                     "statistic": round(c.statistic, 4),
-                    # None: no cell of this baseline weighs anything at this factor (nothing to detect yet)
+                    # None: no cell of this baseline weighs anything in this design (nothing to detect yet)
                     "answers_to_alarm_at_factor": round(c.design.delay) if math.isfinite(c.design.delay) else None,
                 }
-                for f, c in zip(factors, self.cusums or (), strict=False)
+                for (f, spread), c in zip(alternatives, self.cusums or (), strict=False)
             ],
             "refreshed": self.refreshed,
             "held": self.held,
@@ -186,6 +189,10 @@ class DispositionWatch:
         self.s = settings
         # production_harmful unless switched off, production_judged only where a judge runs
         self.strata = tuple(n for n in STRATA if (n != HARMFUL or settings.harmful) and (n != JUDGED or judged))
+        # one CUSUM per (factor, spread): every refusal above the floor expected to fall, and, where the
+        # model's refusals of ordinary requests differ between bands, only those ``ordinary_spread`` above it
+        spreads = dict.fromkeys((0.0, settings.ordinary_spread))
+        self.alternatives = tuple((f, spread) for spread in spreads for f in settings.factors)
         self.drift = drift
         self.metrics = metrics
         self.clock = clock
@@ -261,7 +268,7 @@ class DispositionWatch:
         st.block.seconds = now - (now if st.block_start is None else st.block_start)
         st.baseline, st.block, st.block_start = st.block, Counts(), now
         st.cusums = [RiskCusum(d) for d in self._designs(model, app, name, st.baseline)]
-        logger.info("disposition_learned", model=model, app=app, suite=name, **_logged(st, self.s.factors))
+        logger.info("disposition_learned", model=model, app=app, suite=name, **_logged(st, self.alternatives))
 
     def _refresh(self, model: str, app: str, name: str, st: _Stat, now: float) -> None:
         st.block.seconds = now - (now if st.block_start is None else st.block_start)
@@ -286,20 +293,21 @@ class DispositionWatch:
         return every.baseline if every.baseline.total > 0 else every.block
 
     def _designs(self, model: str, app: str, name: str, baseline: Counts) -> list[RiskDesign]:
-        """One design per factor: in control, the refusals' lower bound (:data:`CONFIDENCE_Z`); the
-        alternative, the refusals above the floor's upper bound divided by the factor, from the point
-        estimate. A cell whose baseline is too noisy to tell that drop from in control weighs nothing
-        at that factor, and a true rate anywhere above the bound only lowers the statistic.
+        """One design per alternative (factor, spread): in control, the refusals' lower bound
+        (:data:`CONFIDENCE_Z`); the alternative, the refusals above the floor's upper bound divided by
+        the factor, from the point estimate. A cell whose baseline is too noisy to tell that drop from
+        in control, or refused less than the spread above the floor (ordinary requests' refusals),
+        weighs nothing in that design, and a true rate anywhere above the bound only lowers the statistic.
 
         Every statistic of the model gets an equal share of its false-alarm budget, in time: the
         target in answers is the days times this baseline's answers per second times the model's
-        number of statistics (apps x strata in use x factors)."""
+        number of statistics (apps x strata in use x alternatives)."""
         ordinary = self._ordinary(model, app, name, baseline)
         low, estimate = baseline.in_control(CONFIDENCE_Z, ordinary.floor()), baseline.in_control(0, ordinary.floor())
         mix, floor = baseline.mix(), ordinary.floor(CONFIDENCE_Z)
-        statistics = max(1, len(self.models.get(model, ()))) * len(self.strata) * len(self.s.factors)
+        statistics = max(1, len(self.models.get(model, ()))) * len(self.strata) * len(self.alternatives)
         target = self.s.false_alarm_days * 86400 * max(baseline.rate(), 1e-6) * statistics
-        return [design_for(low, alternative(estimate, floor, f), mix, target) for f in self.s.factors]
+        return [design_for(low, alternative(estimate, floor, f, sp), mix, target) for f, sp in self.alternatives]
 
     def changed(self) -> list[tuple[str, str, str]]:
         """``(model, summary, state)`` rows to write (JSON): the models with news since the last call."""
@@ -323,7 +331,7 @@ class DispositionWatch:
                 "statistic": round(max((st.statistic for st in stats), default=0.0), 4),
             }
         out["apps"] = {
-            app: {n: seg.strata[n].summary(self.s.factors) for n in self.strata} for app, seg in sorted(apps.items())
+            app: {n: seg.strata[n].summary(self.alternatives) for n in self.strata} for app, seg in sorted(apps.items())
         }
         return out
 
@@ -355,7 +363,10 @@ class DispositionWatch:
                 st = apps[app].strata[name]
                 if st_data["cusums"] is not None:
                     designs = self._designs(model, app, name, st.baseline)
-                    st.cusums = [RiskCusum(d, s, a) for d, (s, a) in zip(designs, st_data["cusums"], strict=False)]
+                    kept = st_data["cusums"]  # a design this release added (a new alternative) starts at zero
+                    st.cusums = [
+                        RiskCusum(d, *kept[i]) if i < len(kept) else RiskCusum(d) for i, d in enumerate(designs)
+                    ]
         for name in self.strata:
             self._alarms[(model, name)] = any(seg.strata[name].alarm for seg in apps.values())
 
@@ -376,10 +387,10 @@ class DispositionWatch:
         return dict(self.shown)
 
 
-def _logged(st: _Stat, factors: tuple[float, ...]) -> dict[str, Any]:
+def _logged(st: _Stat, alternatives: tuple[tuple[float, float], ...]) -> dict[str, Any]:
     return {
         "answers": round(st.baseline.total),
         "seconds": round(st.baseline.seconds),
         "thresholds": [c.design.h for c in st.cusums or ()],
-        "factors": list(factors),
+        "alternatives": [list(a) for a in alternatives],
     }

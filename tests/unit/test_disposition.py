@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +23,7 @@ WORDING = "Ticket 4471, from the help desk. {}\nThanks in advance."
 
 def test_the_exact_run_length_matches_a_simulation() -> None:
     r, mix = [0.01, 0.4, 0.97], [0.7, 0.2, 0.1]
-    d = design_for(r, alternative(r, 0.01, 4.0), mix, target_arl=400)
+    d = design_for(r, alternative(r, 0.01, 4.0, 0.05), mix, target_arl=400)
     rng = random.Random(1)
     lengths = []
     for _ in range(400):
@@ -162,6 +163,28 @@ def test_the_state_round_trips(traffic) -> None:  # type: ignore[no-untyped-def]
     newer, _ = _watch(clock)
     newer.load(older)
     assert newer.shown == watch.shown and "old" not in newer.models
+    # a row of a release with one CUSUM per factor only: those go on, the added alternatives start at zero
+    fewer = orjson.loads(rows["m"])
+    for st in fewer["app"]["strata"].values():
+        st["cusums"] = [[7, False] for _ in watch.s.factors] if st["cusums"] is not None else None
+    upgraded, _ = _watch(clock)
+    upgraded.load({"m": orjson.dumps(fewer).decode()})
+    cusums = upgraded.models["m"]["app"].strata[ALL].cusums or []
+    assert [c.s for c in cusums] == [7] * len(watch.s.factors) + [0] * (
+        len(upgraded.alternatives) - len(watch.s.factors)
+    )
+
+
+def test_the_white_box_upstream_on_real_replies_is_caught() -> None:
+    """``bench/evidence.py``'s watch: the reference corpus's real replies of the safe and the abliterated
+    models, read by the shipped detector, the white-box upstream at 10 req/s (simulated clock). With
+    one reading of the floor only (``ordinary_spread`` 0), the band of most ordinary requests, refused a
+    point above the floor, pulled the statistic down: a median of 400 s over 10 runs."""
+    from bench.evidence import rows, watched
+
+    data = rows(None)
+    seconds = sorted(watched(data, 10.0, seed, DispositionSettings().ordinary_spread)[0] for seed in range(5))
+    assert seconds[2] <= 240 and seconds[-1] <= 360, seconds
 
 
 def test_a_baseline_with_nothing_to_detect_still_shows() -> None:
