@@ -16,8 +16,8 @@ default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a
 over OTLP/HTTP to the fake upstream (which accepts and drops the spans), and the same with its
 collector down (a port nothing listens on).
 ``--judge`` adds refusal-guard with the secret judge off (by default it is on when the ``judge`` extra
-is installed, sampling within its budget of a core: the same core as the proxy here), and with a
-budget of 2 % of a core.
+is installed, sampling within its budget of a core: the same core as the proxy here), and with its process out of
+the scheduler's idle class (``judge.idle`` false).
 ``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
 own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
 Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,
@@ -148,12 +148,19 @@ class Target:
         if self.proc is None or not self.name.startswith("refusal-guard"):
             return None
         text = httpx.get(self.url + "/metrics", timeout=10).text
-        wanted = {"refusal_guard_classification_shed_total": "shed", "refusal_guard_audit_dropped_total": "dropped"}
+        wanted = {
+            "refusal_guard_classification_shed_total": "shed",
+            "refusal_guard_audit_dropped_total": "dropped",
+            'refusal_guard_judge_requests_total{outcome="judged"}': "judged",
+            'refusal_guard_judge_requests_total{outcome="skipped"}': "offered",
+            'refusal_guard_judge_requests_total{outcome="shed"}': "offered",
+        }
         out = dict.fromkeys(wanted.values(), 0.0)
         for line in text.splitlines():
-            name, _, value = line.partition(" ")
+            name, _, value = line.rpartition(" ")
             if name in wanted:
                 out[wanted[name]] += float(value)
+        out["offered"] += out["judged"]  # every production request the judge was offered
         return out
 
     def stop(self) -> None:
@@ -225,7 +232,7 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         targets.append(guard("refusal-guard-traced-down", 1, "0", otel=f"http://127.0.0.1:{free_port()}"))
     if args.judge:
         targets.append(guard("refusal-guard-judge-off", 1, "0", judge={"enabled": False}))
-        targets.append(guard("refusal-guard-judge-0.02", 1, "0", judge={"budget": 0.02}))
+        targets.append(guard("refusal-guard-judge-not-idle", 1, "0", judge={"idle": False}))
     for ref in args.against or []:
         targets.append(guard(f"refusal-guard@{ref}", 1, "0", tree=checkout(ref, tmp)))
     if args.workers_scaling:
@@ -335,6 +342,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {k}: {v:.3f}" for k, v in results["within_run"].items()]
+    judged = [(n, t["side_work"]) for n, t in m.items() if (t.get("side_work") or {}).get("offered")]
+    if judged:
+        lines += ["", "The secret judge, over the whole bench (every run and concurrency):", ""]
+        lines += [f"- {n}: {s['judged']:,.0f} of {s['offered']:,.0f} requests judged" for n, s in judged]
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,8 @@ def test_an_upstream_that_reads_the_classifier_is_caught_by_the_fleets_dispositi
     )
     print(
         f"whitebox: alarm {caught.delay:.0f} s after the switch ({caught.alarms[0]}), after {caught.sent} production"
-        f" requests; {caught.damage} harmful requests answered abliterated before it; {caught.failed} failed"
+        f" requests; {caught.damage} harmful requests answered abliterated before it; {caught.failed} failed;"
+        f" {caught.judged:.0f} judged by the secret judge"
     )
     assert all((UNFLAGGED in a or JUDGED in a) and HARMFUL not in a for a in caught.alarms), caught.alarms
     assert caught.failed == 0
