@@ -16,8 +16,9 @@ default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a
 over OTLP/HTTP to the fake upstream (which accepts and drops the spans), and the same with its
 collector down (a port nothing listens on).
 ``--judge`` adds refusal-guard with the secret judge off (by default it is on when the ``judge`` extra
-is installed, sampling within its budget of a core: the same core as the proxy here), and with its process out of
-the scheduler's idle class (``judge.idle`` false).
+is installed, sampling within its budget of a core: the same core as the proxy here), and with its
+process in the normal scheduling class rather than the idle one (``judge.idle`` false); the report
+counts the requests each judge scored.
 ``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
 own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
 Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,

@@ -18,10 +18,11 @@ result back to the event loop, which publishes it for the leader with the reques
 it was answered. The judge itself runs in a process of its own (:class:`JudgeProcess`): the
 encoder's runtime (about 250 MB measured in the proxy's process) stays out of the proxy, and a crash
 there is the judge's alone. Once trained, that process scores in the scheduler's idle class
-(``judge.idle``): a request of the proxy waking on its core preempts a judgement at once, so the judge
-spends time the proxy leaves and never adds to a request's latency (a judgement slowed so counts as
-costlier, and the ratio falls: on a saturated core the sample shrinks, not the proxy's throughput). A judge that cannot load or fails is counted and logged, never seen by
-a client: traffic and the other statistics go on.
+(``judge.idle``): a request of the proxy waking on its core preempts a judgement at once, so the
+judge spends time the proxy leaves and adds a context switch to a request, not a judgement (one
+slowed so counts as costlier and the ratio falls: on a saturated core the sample shrinks, not the
+proxy's throughput). A judge that cannot load or fails is counted and logged, never seen by a
+client: traffic and the other statistics go on.
 """
 
 from __future__ import annotations
