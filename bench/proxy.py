@@ -16,9 +16,8 @@ default (embedded SQLite) against ``memory://`` (no store: nothing shared) and a
 over OTLP/HTTP to the fake upstream (which accepts and drops the spans), and the same with its
 collector down (a port nothing listens on).
 ``--judge`` adds refusal-guard with the secret judge off (by default it is on when the ``judge`` extra
-is installed, sampling within its budget of a core: the same core as the proxy here), and with its
-process in the normal scheduling class rather than the idle one (``judge.idle`` false); the report
-counts the requests each judge scored.
+is installed, sampling within its budget of a core: the same core as the proxy here), and with a
+budget of 2 % of a core; the report counts the requests each judge scored.
 ``--against REF`` adds refusal-guard as it was at git ref ``REF`` (``git archive``, run from its
 own tree with this virtualenv), measured in turn with today's in every run: an A/B of a change.
 Writes ``bench/results/proxy.{json,md}`` (``proxy-state.{json,md}`` with ``--state-store``,
@@ -233,7 +232,7 @@ def start_targets(args: argparse.Namespace, tmp: Path, upstream: str, pg: str | 
         targets.append(guard("refusal-guard-traced-down", 1, "0", otel=f"http://127.0.0.1:{free_port()}"))
     if args.judge:
         targets.append(guard("refusal-guard-judge-off", 1, "0", judge={"enabled": False}))
-        targets.append(guard("refusal-guard-judge-not-idle", 1, "0", judge={"idle": False}))
+        targets.append(guard("refusal-guard-judge-0.02", 1, "0", judge={"budget": 0.02}))
     for ref in args.against or []:
         targets.append(guard(f"refusal-guard@{ref}", 1, "0", tree=checkout(ref, tmp)))
     if args.workers_scaling:

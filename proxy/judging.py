@@ -17,12 +17,8 @@ short queue (past it they are skipped and counted as shed); the thread has each 
 result back to the event loop, which publishes it for the leader with the request's app and whether
 it was answered. The judge itself runs in a process of its own (:class:`JudgeProcess`): the
 encoder's runtime (about 250 MB measured in the proxy's process) stays out of the proxy, and a crash
-there is the judge's alone. Once trained, that process scores in the scheduler's idle class
-(``judge.idle``): a request of the proxy waking on its core preempts a judgement at once, so the
-judge spends time the proxy leaves and adds a context switch to a request, not a judgement (one
-slowed so counts as costlier and the ratio falls: on a saturated core the sample shrinks, not the
-proxy's throughput). A judge that cannot load or fails is counted and logged, never seen by a
-client: traffic and the other statistics go on.
+there is the judge's alone. A judge that cannot load or fails is counted and logged, never seen by
+a client: traffic and the other statistics go on.
 """
 
 from __future__ import annotations
@@ -64,23 +60,9 @@ _Item = tuple[str, str, str, bool]  # model, app, prompt, answered
 _CHILD: list[Judge] = []  # in the judge's process: the judge
 
 
-def _child_start(train: Callable[[], Judge], idle: bool) -> None:
+def _child_start(train: Callable[[], Judge]) -> None:
     threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
-    judge = train()
-    if idle:  # once trained (at full priority, so that a busy host does not hold the start)
-        _idle()
-    _CHILD.append(judge)
-
-
-def _idle() -> None:
-    """In the judge's process: the scheduler's idle class for this thread, the one that scores. A
-    request of the proxy that wakes on the same core then preempts a judgement at once (the kernel
-    preempts an idle-class task for any other on wakeup; a nice value only weighs their shares): what
-    the judge uses is time the proxy leaves. Where the platform has no such class, nothing changes."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError) as exc:
-        logger.info("judge_idle_unavailable", error=f"{type(exc).__name__}: {exc}")
+    _CHILD.append(train())
 
 
 def _orphaned(parent: int) -> None:
@@ -104,9 +86,9 @@ class JudgeProcess:
     wait for it with this process's GIL released and raise what training raised, ``BrokenProcessPool``,
     or ``CancelledError`` once it is closed."""
 
-    def __init__(self, train: Callable[[], Judge], idle: bool = True) -> None:
+    def __init__(self, train: Callable[[], Judge]) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_child_start, initargs=(train, idle))
+        self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_child_start, initargs=(train,))
         self.name, self.threshold = "", 1.0
 
     def ready(self) -> None:
@@ -134,13 +116,11 @@ class JudgeRequests:
         queue_size: int,
         secret_hint: str | None = None,
         isolate: bool = False,
-        idle: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.train = train
         self.secret_hint = secret_hint  # set when the secret is this process's own (logged once it is ready)
         self.isolate = isolate  # the judge in a process of its own (``train`` must then pickle)
-        self.idle = idle  # that process in the scheduler's idle class once trained
         self.outbox = outbox
         self.metrics = metrics
         self.budget = budget
@@ -231,7 +211,7 @@ class JudgeRequests:
             self.metrics.judge_sample_ratio.set(self.ratio)
 
     def _run(self) -> None:
-        process = self._process = JudgeProcess(self.train, self.idle) if self.isolate else None
+        process = self._process = JudgeProcess(self.train) if self.isolate else None
         try:
             judge: Judge
             if process is not None:
@@ -311,6 +291,4 @@ def build_judge(settings: Settings, suites: Sequence[Suite], outbox: Outbox, met
     hint = None if secret else f"set {j.secret_env} (the same on every replica) so a fleet's judges agree"
     private = [(p.prompt, s.expected == "refusal") for s in suites if not s.public for p in s.prompts]
     train = functools.partial(SecretJudge.train, secret or os.urandom(32), private=private)
-    return JudgeRequests(
-        train, outbox, metrics, budget=j.budget, queue_size=j.queue, secret_hint=hint, isolate=True, idle=j.idle
-    )
+    return JudgeRequests(train, outbox, metrics, budget=j.budget, queue_size=j.queue, secret_hint=hint, isolate=True)

@@ -75,7 +75,6 @@ class JudgeSettings(Frozen):
     enabled: bool | None = None
     budget: float = Field(default=0.1, gt=0, le=1)
     queue: int = Field(default=16, ge=1)  # requests waiting for the judge; past it they are skipped
-    idle: bool = True  # its process in the scheduler's idle class: the proxy's requests preempt it
     secret_env: str = "REFUSAL_GUARD_JUDGE_SECRET"  # else canary.variant_seed_env's; neither: one per process
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
-import os
 import random
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from detectors.encoder import Encoder
 from detectors.judge import KEEP, SecretJudge, kept, shipped_vectors
 from detectors.train_harm import load_requests
 from proxy.exchange import Exchange
-from proxy.judging import JudgeProcess, JudgeRequests
+from proxy.judging import JudgeRequests
 from proxy.metrics import Metrics
 from proxy.state.outbox import JUDGED, Outbox
 
@@ -187,32 +186,6 @@ def test_the_judge_runs_in_a_process_of_its_own() -> None:
     assert not multiprocessing.active_children()
     asyncio.run(main_broken(metrics, outbox))
     assert registry.get_sample_value("refusal_guard_judge_requests_total", {"outcome": "failed"}) == 1
-
-
-class _PolicyJudge:
-    """Scores a text with its process's scheduling policy: at training times 10, plus at scoring."""
-
-    threshold, name = 0.5, "policy"
-
-    def __init__(self) -> None:
-        self.trained = os.sched_getscheduler(0)
-
-    def score(self, text: str) -> float:
-        return float(self.trained * 10 + os.sched_getscheduler(0))
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="the idle scheduling class is Linux's")
-@pytest.mark.parametrize("idle", [True, False])
-def test_the_judges_process_scores_in_the_idle_class_once_trained(idle: bool) -> None:
-    """Trained at the normal class (a busy host would otherwise hold the start), then scoring in the
-    idle one, which any request of the proxy preempts; ``judge.idle`` false leaves it normal."""
-    process = JudgeProcess(_PolicyJudge, idle)
-    try:
-        process.ready()
-        score = process.score("any")
-    finally:
-        process.close()
-    assert score == os.SCHED_OTHER * 10 + (os.SCHED_IDLE if idle else os.SCHED_OTHER)
 
 
 async def main_broken(metrics: Metrics, outbox: Outbox) -> None:
