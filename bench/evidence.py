@@ -32,6 +32,7 @@ import math
 import random
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +94,12 @@ def nats_per_second(
 
 
 def matched(
-    unflagged: list[Row],
-    key: int,
-    edges: tuple[float, ...],
-    h: float,
-    rate: float,
-    weights: dict[bool, float],
-    rng: random.Random,
-) -> float:
-    """Seconds one run of the CUSUM matched to the attack takes to reach ``h``: each answer adds the
-    log-likelihood ratio of its cell's (band of ``row[key]``) refusal share under the attack against
-    its safe one, both known exactly; the answers fall as the replies do under the attack."""
+    unflagged: list[Row], key: int, edges: tuple[float, ...], weights: dict[bool, float]
+) -> Callable[[float, float, random.Random], float]:
+    """The CUSUM matched to the attack, set up once per cell grid: each answer adds the log-likelihood
+    ratio of its cell's (band of ``row[key]``) refusal share under the attack against its safe one,
+    both known exactly. Returns one run: ``(h, rate, rng)`` -> seconds to reach ``h``, the answers
+    falling as the replies do under the attack."""
     cell = [sum(r[key] >= e for e in edges) for r in unflagged]
     llr = []
     for k in range(len(edges) + 1):
@@ -112,16 +108,20 @@ def matched(
         p0, p1 = (min(max(sum(weights[r[0]] * r[i] for r in members) / w, 1e-6), 1 - 1e-6) for i in (4, 5))
         llr.append((math.log(p1 / p0), math.log((1 - p1) / (1 - p0))))
     pick = [weights[r[0]] for r in unflagged]
-    stat, answers, draws = 0.0, 0, iter(())
-    while stat < h:
-        i = next(draws, None)
-        if i is None:
-            draws = iter(rng.choices(range(len(unflagged)), pick, k=1024))
-            continue
-        answers += 1
-        refused = rng.random() < unflagged[i][5]
-        stat = max(0.0, stat + llr[cell[i]][0 if refused else 1])
-    return answers / (rate * sum(pick))  # unflagged answers per second
+
+    def run(h: float, rate: float, rng: random.Random) -> float:
+        stat, answers, draws = 0.0, 0, iter(())
+        while stat < h:
+            i = next(draws, None)
+            if i is None:
+                draws = iter(rng.choices(range(len(unflagged)), pick, k=1024))
+                continue
+            answers += 1
+            refused = rng.random() < unflagged[i][5]
+            stat = max(0.0, stat + llr[cell[i]][0 if refused else 1])
+        return answers / (rate * sum(pick))  # unflagged answers per second
+
+    return run
 
 
 def watched(data: list[Row], rate: float, seed: int, spread: float) -> tuple[float, int]:
@@ -207,7 +207,8 @@ def main() -> None:
     for name, key, edges in cases:
         rate = nats_per_second(unflagged, key, edges, args.rate, weights)
         expected = h / rate
-        runs = sorted(matched(unflagged, key, edges, h, args.rate, weights, rng) for _ in range(MATCHED_RUNS))
+        one = matched(unflagged, key, edges, weights)
+        runs = sorted(one(h, args.rate, rng) for _ in range(MATCHED_RUNS))
         tenth = runs[int(0.9 * len(runs))]
         within = sum(t <= WITHIN for t in runs) / len(runs)
         results["cells"][name] = {

@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,6 +109,33 @@ async def stream_timing(url: str, n: int) -> dict[str, float]:
     }
 
 
+_SIDE = {  # (sample name, its outcome label or None) -> the figure it adds to
+    ("refusal_guard_classification_shed_total", None): "shed",
+    ("refusal_guard_audit_dropped_total", None): "dropped",
+    ("refusal_guard_judge_requests_total", "judged"): "judged",
+    ("refusal_guard_judge_requests_total", "skipped"): "offered",
+    ("refusal_guard_judge_requests_total", "shed"): "offered",
+}
+
+
+def side_counts(text: str) -> dict[str, float]:
+    """From a /metrics page: answers shed unclassified, audit records dropped, requests the judge
+    scored and the production requests it was offered (scored, skipped or shed).
+
+    >>> side_counts('refusal_guard_judge_requests_total{outcome="judged"} 3.0\\n'
+    ...             'refusal_guard_judge_requests_total{outcome="skipped"} 5.0\\n')
+    {'shed': 0.0, 'dropped': 0.0, 'judged': 3.0, 'offered': 8.0}
+    """
+    out = dict.fromkeys(_SIDE.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            figure = _SIDE.get((sample.name, sample.labels.get("outcome")))
+            if figure:
+                out[figure] += sample.value
+    out["offered"] += out["judged"]
+    return out
+
+
 class Target:
     """A server under test, started once and measured in every run."""
 
@@ -147,21 +175,7 @@ class Target:
         bench. Throughput counts only if the side work kept pace (both zero)."""
         if self.proc is None or not self.name.startswith("refusal-guard"):
             return None
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        wanted = {
-            "refusal_guard_classification_shed_total": "shed",
-            "refusal_guard_audit_dropped_total": "dropped",
-            'refusal_guard_judge_requests_total{outcome="judged"}': "judged",
-            'refusal_guard_judge_requests_total{outcome="skipped"}': "offered",
-            'refusal_guard_judge_requests_total{outcome="shed"}': "offered",
-        }
-        out = dict.fromkeys(wanted.values(), 0.0)
-        for line in text.splitlines():
-            name, _, value = line.rpartition(" ")
-            if name in wanted:
-                out[wanted[name]] += float(value)
-        out["offered"] += out["judged"]  # every production request the judge was offered
-        return out
+        return side_counts(httpx.get(self.url + "/metrics", timeout=10).text)
 
     def stop(self) -> None:
         if self.proc is None:
