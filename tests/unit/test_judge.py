@@ -188,6 +188,37 @@ def test_the_judge_runs_in_a_process_of_its_own() -> None:
     assert registry.get_sample_value("refusal_guard_judge_requests_total", {"outcome": "failed"}) == 1
 
 
+def _slow_training() -> SlowJudge:
+    time.sleep(60)
+    raise AssertionError("never trained: the stop ends the process first")
+
+
+def test_a_stop_during_training_ends_the_judges_process_at_once() -> None:
+    """A proxy stopped while its judge trains does not wait for the training, and leaves no process
+    behind that the interpreter's exit would join."""
+    registry = CollectorRegistry()
+    metrics, outbox = Metrics(registry), Outbox(Metrics(CollectorRegistry()))
+
+    async def main() -> float:
+        stage = JudgeRequests(_slow_training, outbox, metrics, budget=1.0, queue_size=4, isolate=True)
+        stage.start()
+        stage(_exchange("the first production request starts the judge"))
+        deadline = time.monotonic() + 30
+        while not multiprocessing.active_children():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # in its initializer, training
+        t0 = time.monotonic()
+        await asyncio.to_thread(stage.stop)
+        while multiprocessing.active_children():
+            assert time.monotonic() - t0 < 10, "the judge's process outlived the stop"
+            await asyncio.sleep(0.1)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 10
+    assert registry.get_sample_value("refusal_guard_judge_requests_total", {"outcome": "failed"}) == 0
+
+
 async def main_broken(metrics: Metrics, outbox: Outbox) -> None:
     stage = JudgeRequests(_no_extra, outbox, metrics, budget=1.0, queue_size=4, isolate=True)
     stage.start()
