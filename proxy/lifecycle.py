@@ -15,6 +15,7 @@ from prometheus_client import multiprocess
 from detectors import Detector
 from proxy.audit.writer import AuditWriter
 from proxy.canary.notify import Notifier
+from proxy.canary.suites import Suite
 from proxy.catalog import ModelCatalog
 from proxy.judging import JudgeRequests
 from proxy.logs import logger
@@ -70,6 +71,7 @@ class Lifecycle:
                 hint="an upstream that imports refusal-guard knows these prompts and maps their variants "
                 "back: add prompts of your own in canary.extra_suites (docs/canaries.md)",
             )
+        _warn_near_public([s for s in suites if not s.public])
         try:
             yield
         finally:
@@ -86,3 +88,25 @@ class Lifecycle:
             if self.metrics_dir:
                 multiprocess.mark_process_dead(os.getpid(), path=self.metrics_dir)  # type: ignore[no-untyped-call]
             logger.info("stopped")
+
+
+def _warn_near_public(suites: Sequence[Suite]) -> None:
+    """Your own suites' prompts that read as a shipped one (:mod:`proxy.canary.public`): an upstream
+    that imports this package recognises their canaries as it does the shipped suites'."""
+    if not suites:
+        return
+    from proxy.canary.public import PublicPrompts
+
+    public = PublicPrompts()
+    for s in suites:
+        near = [p.id for p in s.prompts if public.match(p.prompt)]
+        if near:
+            logger.warning(
+                "canary_prompts_near_public",
+                suite=s.name,
+                prompts=len(near),
+                of=len(s.prompts),
+                ids=near[:10],
+                hint="these read as shipped prompts (most of their words, synonyms aside): an upstream that "
+                "imports refusal-guard recognises them; reword or replace them (docs/canaries.md)",
+            )

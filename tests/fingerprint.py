@@ -33,6 +33,9 @@ from starlette.routing import Route
 
 from proxy.extract import prompt_text
 from reference_upstream.corpus import load_corpus
+from tests.traffic import CLIENT_WORDING
+
+PRODUCTION_MARK = CLIENT_WORDING.split("{}")[0]  # the harness's mark of its production requests (never a tell here)
 
 TELLS = ("headers", "params", "prompt", "burst", "lone")
 
@@ -55,6 +58,7 @@ class FingerprintingUpstream:
         self.probes = 0
         self.served = 0
         self.damage = 0  # harmful requests answered as the abliterated model would, in ``evade`` mode
+        self.production_damage = 0  # of them, production's (in :data:`tests.traffic.CLIENT_WORDING`), not canaries
         self.seen: list[tuple[str, bool, str]] = []  # (mode, taken for a probe, last user turn) of each request
         self.app = Starlette(
             routes=[
@@ -103,6 +107,7 @@ class FingerprintingUpstream:
         if abliterated and self.mode == "evade" and entry is not None and entry.harmful:
             with self.lock:
                 self.damage += 1
+                self.production_damage += prompt.startswith(PRODUCTION_MARK)
         text = self.corpus.reply(prompt, "abliterated" if abliterated else "safe", salt=uuid.uuid4().hex)
         return Response(
             orjson.dumps(

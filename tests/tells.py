@@ -19,7 +19,6 @@ saw, as an upstream that keeps its own logs can (so more than one deciding onlin
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -34,8 +33,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from detectors.train_harm import load_requests
+from proxy.canary.public import PublicPrompts, words
 from proxy.canary.suites import builtin_suite
-from proxy.canary.variants import SYNONYMS
 from proxy.extract import prompt_text, system_text
 from reference_upstream.corpus import load_corpus
 
@@ -108,33 +107,6 @@ def unshipped(harmful: bool) -> list[str]:
     return [r.text for r in load_requests() if r.harmful == harmful and r.text not in shipped]
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-_BACK = {syn: word for word, syns in SYNONYMS.items() for syn in syns if " " not in syn}
-
-
-class SuiteMatcher:
-    """A shipped canary prompt a text is a variant of: its words, synonyms mapped back, mostly there."""
-
-    def __init__(self) -> None:
-        self.prompts = [(p.id, set(_words(p.prompt))) for s in ("harmful", "benign") for p in builtin_suite(s).prompts]
-        self.by_word: dict[str, list[int]] = defaultdict(list)
-        for i, (_, words) in enumerate(self.prompts):
-            for w in words:
-                self.by_word[w].append(i)
-
-    def match(self, text: str) -> str | None:
-        mine = {_BACK.get(w, w) for w in _words(text)}
-        hits = Counter(i for w in mine for i in self.by_word.get(w, ()))
-        for i, n in hits.most_common(3):
-            pid, words = self.prompts[i]
-            if len(words) >= 3 and n >= 0.75 * len(words) and len(mine) <= 2 * len(words) + 12:
-                return pid
-        return None
-
-
 def _compact(raw: bytes) -> tuple[bool, bool]:
     """Whether ``raw`` is what the openai SDK writes (compact, UTF-8), and whether it escapes non-ASCII."""
     return raw == orjson.dumps(orjson.loads(raw)), b"\\u" in raw
@@ -154,7 +126,7 @@ def tells(records: list[Seen], answers: set[str]) -> dict[str, list[bool]]:
             users[r.body["user"]].add(s)
             user_count[r.body["user"]] += 1
     system_share = Counter(systems)
-    matcher = SuiteMatcher()
+    matcher = PublicPrompts()  # the shipped prompt a text reads as: the package's own check
     out: dict[str, list[bool]] = {t: [] for t in TELLS}
     last: dict[str, float] = {}
     for r, s in zip(records, systems, strict=True):
@@ -166,7 +138,7 @@ def tells(records: list[Seen], answers: set[str]) -> dict[str, list[bool]]:
         turns = [m for m in r.body.get("messages") or [] if isinstance(m, dict)]
         earlier = [m.get("content") for m in turns[:-1] if m.get("role") == "assistant"]
         out["turns"].append(any(c not in answers for c in earlier))
-        key = suite or " ".join(_words(text))
+        key = suite or " ".join(words(text))
         out["repeats"].append(key in last and r.at - last[key] < REPEAT_SECONDS)
         last[key] = r.at
         user = r.body.get("user")

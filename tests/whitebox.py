@@ -63,12 +63,13 @@ def drifting(r: Replica) -> set[str]:
 class Caught:
     delay: float  # seconds from the switch to the first alarm
     alarms: list[set[str]]  # each replica's statistics in alarm
-    damage: int  # harmful requests answered abliterated before the alarm
+    damage: int  # harmful production requests answered abliterated before the alarm
     sent: int  # production requests sent between the switch and the alarm
     failed: int  # production requests that failed, whole run
     reached: float  # the share of production answers the watch saw (every answer's statistic), whole run
     shed: float  # answers left unclassified (a full queue), summed over the replicas
     judged: float  # requests the secret judge scored, summed over the replicas
+    canary_damage: int = 0  # harmful canaries answered abliterated before the alarm (canaries on)
 
 
 def reached(r: Replica, answered: int) -> float:
@@ -79,11 +80,21 @@ def reached(r: Replica, answered: int) -> float:
 
 
 def caught_by_the_fleet(
-    tmp_path: Path, *, rate: float, burn_in: int, burn_in_seconds: float, safe_seconds: float, within: float, seed: int
+    tmp_path: Path,
+    *,
+    rate: float,
+    burn_in: int,
+    burn_in_seconds: float,
+    safe_seconds: float,
+    within: float,
+    seed: int,
+    canary: dict[str, Any] | None = None,
 ) -> Caught:
-    """2 replicas on one real PostgreSQL, canaries off, the openai SDK at ``rate`` req/s (15 % harmful)
-    against this upstream: the baseline learnt, ``safe_seconds`` asserted quiet, then the evasion,
-    caught within ``within`` seconds on every replica."""
+    """2 replicas on one real PostgreSQL, the openai SDK at ``rate`` req/s (15 % harmful) against this
+    upstream: the baseline learnt, ``safe_seconds`` asserted quiet, then the evasion, caught within
+    ``within`` seconds on every replica. Canaries off unless ``canary`` (settings) is given: this
+    upstream then takes for probes only the canaries a tell gives away, as it would a private suite's
+    (the shipped suites' prompts it could map back: :mod:`tests.tells`)."""
     up = WhiteBoxUpstream(seed=seed)
     with (
         run_server(up.app) as server,
@@ -93,7 +104,7 @@ def caught_by_the_fleet(
             server.url,
             [MODEL],
             state={"sync_seconds": 0.5},
-            canary={"enabled": False},
+            canary=canary or {"enabled": False},
             disposition={"burn_in": burn_in, "burn_in_seconds": burn_in_seconds},
         ) as replicas,
     ):
@@ -108,10 +119,11 @@ def caught_by_the_fleet(
             up.mode = "evade"
             switched, before = time.monotonic(), traffic.sent
             assert wait_until(lambda: any(drifting(r) for r in replicas), timeout=within, interval=0.5)
-            delay, damage, sent = time.monotonic() - switched, up.damage, traffic.sent - before
+            delay, sent = time.monotonic() - switched, traffic.sent - before
+            damage, canary_damage = up.production_damage, up.damage - up.production_damage
             assert wait_until(lambda: all(drifting(r) for r in replicas), timeout=10, interval=0.5)
             alarms = [drifting(r) for r in replicas]
             shed = sum(r.metric("refusal_guard_classification_shed_total") for r in replicas)
             judged = sum(r.metric("refusal_guard_judge_requests_total", outcome="judged") for r in replicas)
             seen = max(reached(r, traffic.answered) for r in replicas)
-    return Caught(delay, alarms, damage, sent, traffic.failed, seen, shed, judged)
+    return Caught(delay, alarms, damage, sent, traffic.failed, seen, shed, judged, canary_damage)

@@ -74,15 +74,6 @@ _ID_HEADERS = frozenset(
     }
 )
 ID_BODY_KEYS = frozenset({"user", "metadata", "prompt_cache_key", "safety_identifier", "session_id", "conversation_id"})
-# earlier turns of a canary conversation: generic, and never production's
-HISTORY = (
-    ("Hi!", "Hello! How can I help you today?"),
-    ("Can you help me with something?", "Of course. What do you need?"),
-    ("I have a question.", "Sure, go ahead and ask."),
-    ("Thanks for the help earlier.", "You're welcome! Is there anything else I can do for you?"),
-    ("Are you there?", "Yes, I'm here. What can I do for you?"),
-    ("Good morning.", "Good morning! What would you like to talk about?"),
-)
 
 
 def regenerate(value: Any, rng: random.Random) -> Any:
@@ -136,12 +127,12 @@ def canary_messages(
 ) -> list[Any]:
     """Production's conversation shape with earlier turns and ``text`` as the last user turn. The
     earlier turns are real exchanges with this model (``own``: benign canaries and the answers it
-    gave them) when there are any, so an assistant turn is the model's own words, as in a real app;
-    else generic ones (:data:`HISTORY`)."""
+    gave them), so an assistant turn is the model's own words, as in a real app, never a fixed list
+    an upstream could learn; with none yet, the conversation opens at ``text`` (the scheduler holds
+    harmful canaries meanwhile: :meth:`proxy.canary.scheduler.CanaryScheduler.held`)."""
     turns = [m for m in production if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
     last_user = next((m for m in reversed(turns) if m.get("role") == "user"), {"role": "user", "content": ""})
-    pool = list(own) or list(HISTORY)
-    history = rng.sample(pool, k=min(len(pool), len(turns) // 2 + 1))
+    history = rng.sample(list(own), k=min(len(own), len(turns) // 2 + 1))
     out: list[Any] = []
     for m in production:
         if not isinstance(m, dict):
@@ -149,7 +140,7 @@ def canary_messages(
         role = m.get("role")
         if role in ("system", "developer"):
             out.append(system if system is not None else m)
-    earlier = turns[:-1] if turns and turns[-1].get("role") == "user" else turns
+    earlier = (turns[:-1] if turns and turns[-1].get("role") == "user" else turns) if history else []
     for i, m in enumerate(earlier):
         user, assistant = history[(i // 2) % len(history)]
         out.append({**m, "content": _content(m.get("content"), user if m.get("role") == "user" else assistant)})

@@ -51,6 +51,9 @@ async def _read_stream(up: UpstreamResponse) -> tuple[bytes, bool]:
     return b"".join(kept), False
 
 
+HOLD_SECONDS = 10.0  # the least a canary that must be refused waits for the model's first benign answer
+
+
 class CanaryScheduler:
     """Rounds of canaries to every target model; each answer takes the pipeline's awaited road, whose
     :class:`~proxy.canary.feedback.CanaryFeedback` stage hands its verdict to the drift monitor."""
@@ -86,6 +89,7 @@ class CanaryScheduler:
         self._inflight: set[asyncio.Task[None]] = set()
         self.rounds = 0  # passes of the scheduling loop
         self._stopping = False
+        self._warming: dict[str, float] = {}  # per model: when a canary was first held (:meth:`held`)
 
     def targets(self) -> list[str]:
         """``canary.models``, else every model the config names exactly plus every model that has had
@@ -151,7 +155,24 @@ class CanaryScheduler:
             if pairs:
                 self._spawn(*self.rng.choice(pairs))
 
+    def held(self, model: str, suite: Suite) -> bool:
+        """A canary that must be refused waits while ``model``'s canaries cannot yet carry the earlier
+        turns its production sends (:meth:`TrafficShape.warming`: they would open the conversation
+        alone, which production never does), for at most three benign canaries' time from the first
+        held; past that it goes alone (a model that answers no benign canary is the benign suite's
+        alarm)."""
+        if not self.shape.warming(model):
+            self._warming.pop(model, None)
+            return False
+        if suite.expected != "refusal":
+            return False
+        since = self._warming.setdefault(model, self.clock())
+        return self.clock() - since < max(HOLD_SECONDS, 3 * self.canary.interval_seconds / self.canary.per_round)
+
     async def _send(self, model: str, suite: Suite) -> None:
+        if self.held(model, suite):
+            logger.debug("canary_held", model=model, suite=suite.name)
+            return
         async with self._sem:
             item, text = suite.draw(self.rng, self.canary.templates, self._decks.setdefault(suite.name, Deck()))
             if self.variants is not None:

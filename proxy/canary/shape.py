@@ -121,6 +121,16 @@ class TrafficShape:
         kept = [(k, v) for k, v in headers if v or k not in req.withheld]
         self._keep(model, WireRequest(req.endpoint, kept, req.body, req.style), at)
 
+    def warming(self, model: str) -> bool:
+        """Whether ``model``'s production sends earlier turns that its canaries cannot carry yet: no
+        benign canary of this process has been answered, so a canary would open the conversation alone."""
+        t = self._templates.get(model)
+        if t is None or model in self._own:
+            return False
+        messages = t.body.get("messages")
+        turns = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        return sum(m.get("role") in ("user", "assistant") for m in turns) > 1
+
     def has(self, model: str) -> bool:
         """Whether ``model`` has had a production conversation request to copy."""
         return model in self._templates

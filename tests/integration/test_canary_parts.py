@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -13,7 +14,9 @@ import structlog
 import yaml
 from prometheus_client import CollectorRegistry
 
+from detectors import Verdict
 from proxy.audit.record import audit_headers
+from proxy.canary.scheduler import CanaryScheduler
 from proxy.canary.shape import TrafficShape
 from proxy.canary.suites import builtin_suite, load_suite_file, load_suites
 from proxy.metrics import Metrics
@@ -54,16 +57,22 @@ def test_private_suites_and_variation(tmp_path: Path) -> None:
 
 def test_only_shipped_suites_are_warned_of(start_proxy: Any, tmp_path: Path) -> None:
     """An upstream that imports this package knows every shipped prompt: a configuration whose suites
-    are all shipped says so at start; one with a suite of its own does not."""
+    are all shipped says so at start; one with a suite of its own does not, unless some of its
+    prompts read as shipped ones (a shipped prompt reworded by the variant grammar's synonyms)."""
     own = tmp_path / "own.jsonl"
     own.write_text('{"prompt": "An instruction of our own the model must refuse.", "expected": "refusal"}\n')
-    warned = []
-    for extra in ((), (str(own),)):
+    near = tmp_path / "near.jsonl"
+    shipped = builtin_suite("harmful").prompts[0].prompt
+    near.write_text(json.dumps({"prompt": "Quick one: " + shipped, "expected": "refusal"}) + "\n")
+    warned, close = [], []
+    for extra in ((), (str(own),), (str(own), str(near))):
         upstreams = [{"name": "u", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}]
         with structlog.testing.capture_logs() as logs:
             start_proxy({"upstreams": upstreams, "canary": {"enabled": True, "extra_suites": extra}})
         warned.append([e for e in logs if e["event"] == "canary_suites_public"])
-    assert warned[0] and warned[0][0]["suites"] == ["harmful", "benign"] and not warned[1]
+        close.append([(e["suite"], e["prompts"], e["of"]) for e in logs if e["event"] == "canary_prompts_near_public"])
+    assert warned[0] and warned[0][0]["suites"] == ["harmful", "benign"] and not warned[1] and not warned[2]
+    assert close == [[], [], [("near", 1, 1)]], close
 
 
 @pytest.mark.parametrize(
@@ -81,9 +90,31 @@ def test_bad_suites_are_refused(tmp_path: Path, text: str) -> None:
         load_suite_file(f)
 
 
+def answered(shape: TrafficShape, label: str, endpoint: str = "chat") -> None:
+    """The model answered a benign canary: an exchange that later canaries' earlier turns come from."""
+    text = "A benign answer."
+    reply = (
+        {"type": "message", "role": "assistant", "content": [{"type": "text", "text": text}]}
+        if endpoint == "messages"
+        else {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+    )
+    shape(
+        exchange(
+            traffic="canary",
+            endpoint=endpoint,
+            model_label=label,
+            canary={"expected": "compliance"},
+            request={"messages": [{"role": "user", "content": "A benign question."}]},
+            response=json.dumps(reply).encode(),
+            verdicts=[Verdict.of("compliance", 0.1, "test", "1")],
+        )
+    )
+
+
 def test_canaries_are_shaped_like_production() -> None:
     """A canary carries the model's production system prompt, sampling parameters (max_tokens too: the
-    cost is bounded by closing the stream early) and key order, earlier turns replaced by generic ones."""
+    cost is bounded by closing the stream early) and key order, its earlier turns the model's own
+    exchange with a benign canary; before it has one, the conversation opens at the canary."""
     shape = TrafficShape()
     shape(
         exchange(
@@ -103,13 +134,41 @@ def test_canaries_are_shaped_like_production() -> None:
             },
         )
     )
+    assert shape.warming("m")
+    alone = shape.request("m", "canary text", CanarySettings(), random.Random(0)).body
+    assert [m["role"] for m in alone["messages"]] == ["system", "user"]
+    answered(shape, "m")
+    assert not shape.warming("m")
     body = shape.request("m", "canary text", CanarySettings(), random.Random(0)).body
     assert list(body) == ["model", "temperature", "top_p", "stream", "max_tokens", "messages"]
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["messages"][2] == {"role": "assistant", "content": "A benign answer."}
     assert body["messages"][0] == {"role": "system", "content": "You are Acme's helpful bot."}
     assert body["messages"][-1] == {"role": "user", "content": [{"type": "text", "text": "canary text"}]}
     assert (body["temperature"], body["top_p"], body["stream"], body["max_tokens"]) == (0.3, 0.9, True, 2048)
     assert "secret" not in str(body)
+
+
+def test_a_harmful_canary_waits_a_bounded_time_for_the_models_first_benign_answer() -> None:
+    """While a canary would open a conversation alone (production sends earlier turns, the model has
+    answered no benign canary yet), canaries that must be refused wait, benign ones go; for three
+    benign canaries' time at most (then alone: a model that answers none is the benign suite's alarm)."""
+    now = [0.0]
+    shape = TrafficShape()
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    shape(exchange(request={"model": "m", "messages": turns}))
+    canary = CanarySettings(interval_seconds=60.0, per_round=2)
+    router = SimpleNamespace(catalog=None)
+    s = CanaryScheduler(canary, [], router, None, Metrics(CollectorRegistry()), shape, clock=lambda: now[0])  # type: ignore[arg-type]
+    harmful, benign = builtin_suite("harmful"), builtin_suite("benign")
+    assert s.held("m", harmful) and not s.held("m", benign)
+    now[0] = 89.0
+    assert s.held("m", harmful)
+    now[0] = 91.0
+    assert not s.held("m", harmful)
+    answered(shape, "m")
+    now[0] = 0.0
+    assert not s.held("m", harmful)
 
 
 def test_a_messages_api_canary_keeps_anthropics_layout() -> None:
@@ -132,6 +191,7 @@ def test_a_messages_api_canary_keeps_anthropics_layout() -> None:
     shape(
         exchange(endpoint="messages", path="/v1/messages", model_label="claude-like", stream=True, request=production)
     )
+    answered(shape, "claude-like", "messages")
     req = shape.request("claude-like", "canary text", CanarySettings(), random.Random(0))
     assert (req.endpoint, req.path) == ("messages", "/messages")
     assert list(req.body) == list(production)
@@ -304,16 +364,16 @@ def test_each_canary_prompt_is_sent_once_before_any_recurs(start_proxy: Any, tmp
 
 
 def test_a_canarys_earlier_turns_are_real_exchanges_with_the_model(start_proxy: Any, tmp_path: Path) -> None:
-    """Production sends conversations with earlier turns: a canary's earlier assistant turns are the
-    model's own answers to earlier benign canaries (real apps send the model's answers back), not a
-    fixed list the upstream could match (issue #20's *turns* tell)."""
-    from proxy.canary.disguise import HISTORY
-
+    """Production sends conversations with earlier turns: every canary's earlier assistant turns are
+    the model's own answers to earlier benign canaries (real apps send the model's answers back),
+    never a fixed list the upstream could match (issue #20's *turns* tell). Until the model has
+    answered one, a canary opens the conversation alone, and only benign ones are sent (the model is
+    a glob's, so its first canaries follow its first production request)."""
     audit = f"sqlite:///{tmp_path}/audit.db"
     with run_server(create_sim_app("safe")) as sim:
         p = start_proxy(
             {
-                "upstreams": [{"name": "sim", "base_url": sim.url + "/v1", "models": ["sim-model"]}],
+                "upstreams": [{"name": "sim", "base_url": sim.url + "/v1", "models": ["sim-*"]}],
                 "canary": {"enabled": True, "interval_seconds": 0.1, "per_round": 1},
                 "audit": {"enabled": True, "url": audit, "flush_seconds": 0.05},
             }
@@ -334,6 +394,8 @@ def test_a_canarys_earlier_turns_are_real_exchanges_with_the_model(start_proxy: 
     records = sorted(audit_records(audit, "canary"), key=lambda r: r["ts_start"])
     choices = [r["response"]["choices"][0] for r in records if r["canary"]["suite"] == "benign"]
     given = {c["message"]["content"] if "message" in c else c["text"] for c in choices}  # answered, or streamed
-    earlier = [r["request"]["messages"][1]["content"] for r in later()[-5:]]  # once a few benign were answered
-    assert all(a in given for a in earlier), earlier
-    assert not {a for a in earlier} & {answer for _, answer in HISTORY}
+    first = next(i for i, r in enumerate(records) if len(r["request"]["messages"]) == 3)
+    assert first > 0 and all(r["canary"]["expected"] == "compliance" for r in records[:first]), records[:first]
+    assert all(len(r["request"]["messages"]) == 3 for r in records[first:])
+    earlier = [r["request"]["messages"][1]["content"] for r in records[first:]]
+    assert all(a in given for a in earlier), [a for a in earlier if a not in given]
