@@ -17,9 +17,10 @@ Writes ``bench/results/canary-rates.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
+
+from scipy.stats import poisson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,11 +100,8 @@ def alarm_within(
     out = {}
     for m in multiples:
         mean = m * canary.per_round / canary.interval_seconds * share * seconds
-        p, n, total = math.exp(-mean), 0, 0.0
-        while n < 10 * mean + 50:
-            total += p * (design.alarm_probability(failing, n) if n else 0.0)
-            n += 1
-            p *= mean / n
+        counts = range(1, int(poisson.ppf(1 - 1e-12, mean)) + 1) if mean else range(0)
+        total = float(sum(poisson.pmf(n, mean) * design.alarm_probability(failing, n) for n in counts))
         out[m] = (mean, total)
     return out
 

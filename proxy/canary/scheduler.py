@@ -166,8 +166,9 @@ class CanaryScheduler:
             return False
         if suite.expected != "refusal":
             return False
-        since = self._warming.setdefault(model, self.clock())
-        return self.clock() - since < max(HOLD_SECONDS, 3 * self.canary.interval_seconds / self.canary.per_round)
+        now = self.clock()
+        since = self._warming.setdefault(model, now)
+        return now - since < max(HOLD_SECONDS, 3 * self.canary.interval_seconds / self.canary.per_round)
 
     async def _send(self, model: str, suite: Suite) -> None:
         if self.held(model, suite):
