@@ -59,8 +59,13 @@ class ModelCatalog:
 
     def observe(self, upstream: str, model: str) -> bool | None:
         """A production request for ``model`` (under a pattern of ``upstream``) was answered. True once
-        the name is admitted, False when the cap refuses it, None while it is still a candidate."""
-        if self.traffic_cap <= 0 or model in self.learned(upstream):
+        the name is admitted (also when it was admitted after this request was routed under the
+        pattern: classification runs off the hot path, so the next request can route before the one
+        that admits the name is judged), False when the cap refuses it, None while it is still a
+        candidate."""
+        if model in self.learned(upstream):
+            return True
+        if self.traffic_cap <= 0:
             return None
         key = (upstream, model)
         n = self._candidates.pop(key, 0) + 1
