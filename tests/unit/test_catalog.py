@@ -5,29 +5,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from proxy.catalog import ModelCatalog
-from proxy.exchange import Exchange
 from proxy.metrics import Metrics
 from proxy.settings import UpstreamConfig
 from proxy.stages import LearnModelNames
+from proxy.testing import exchange
 from proxy.upstream import OpenAIUpstream
-
-
-def exchange(model: str) -> Exchange:
-    return Exchange(
-        request_id="r",
-        method="POST",
-        path="/v1/chat/completions",
-        endpoint="chat",
-        model=model,
-        model_label="*",  # routed under the pattern
-        upstream="u",
-        traffic="production",
-        stream=False,
-        status=200,
-        started=0.0,
-        duration=0.1,
-        upstream_wait=0.1,
-    )
 
 
 def test_a_request_routed_before_its_name_was_admitted_is_counted_under_the_name() -> None:
@@ -37,11 +19,11 @@ def test_a_request_routed_before_its_name_was_admitted_is_counted_under_the_name
     ups = [OpenAIUpstream(UpstreamConfig(name="u", base_url="http://x/v1", models=("*",)))]
     catalog = ModelCatalog(ups, traffic_after=1)
     stage = LearnModelNames(catalog, Metrics(CollectorRegistry()))
-    first, second = exchange("gemma"), exchange("gemma")
+    first, second = (exchange(model="gemma", model_label="*") for _ in range(2))  # routed under "*"
     stage(first)
     stage(second)
     assert (first.model_label, second.model_label) == ("gemma", "gemma")
-    made_up = exchange("made-up")
+    made_up = exchange(model="made-up", model_label="*")
     catalog.traffic_after = 2
     stage(made_up)
     assert made_up.model_label == "*"  # still a candidate
